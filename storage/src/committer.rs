@@ -1,0 +1,361 @@
+//! The one write path. A single thread owns every write: it takes all requests waiting in its
+//! queue as one group, applies each transaction in turn (checking preconditions against the
+//! group's own uncommitted writes), commits the whole group as one engine batch (one fsync for
+//! everyone: group commit), then publishes the new revision, fans the changes out to watchers
+//! and answers the writers. Compaction runs through the same thread, so it never races a write.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::codec::{self, Change, IndexEntry, IndexValues, ObjectRecord};
+use crate::engine::{Batch, EngineError};
+use crate::store::{Core, Options};
+use crate::{StorageError, WriteError};
+
+/// Produces an object's bytes once its revision is known, so that the stored bytes carry their
+/// own resourceVersion and can be served without re-encoding.
+pub type BuildValue = Box<dyn FnOnce(u64) -> Bytes + Send>;
+
+/// One write of a transaction. `expected` is an optimistic-concurrency precondition: the
+/// revision the caller last saw.
+pub enum Op {
+    Create {
+        key: String,
+        indexes: IndexValues,
+        value: BuildValue,
+    },
+    Update {
+        key: String,
+        expected: Option<u64>,
+        indexes: IndexValues,
+        value: BuildValue,
+    },
+    Delete {
+        key: String,
+        expected: Option<u64>,
+    },
+}
+
+pub(crate) enum Request {
+    Write {
+        ops: Vec<Op>,
+        reply: oneshot::Sender<Result<Vec<Arc<Change>>, WriteError>>,
+    },
+    Compact {
+        cutoff_ms: u64,
+        reply: oneshot::Sender<Result<Compacted, StorageError>>,
+    },
+}
+
+/// How far one compaction step got.
+pub(crate) struct Compacted {
+    pub revision: u64,
+    pub done: bool,
+}
+
+/// History records compacted per step, so that a large backlog never holds writes up for long.
+const COMPACTION_STEP: usize = 2_000;
+
+/// The committer thread: groups and commits requests until every sender is gone, and compacts
+/// history older than the retention window every compaction interval.
+pub(crate) fn run(core: Arc<Core>, requests: Receiver<Request>, options: Options) {
+    let mut last_ms = 0;
+    let mut next_compaction = Instant::now() + options.compaction_interval;
+    loop {
+        let wait = next_compaction.saturating_duration_since(Instant::now());
+        let first = match requests.recv_timeout(wait) {
+            Ok(first) => Some(first),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // Commit times only move forward, even if the wall clock steps back.
+        last_ms = last_ms.max(now_ms());
+        if let Some(first) = first {
+            let mut group = vec![first];
+            while group.len() < options.max_group {
+                match requests.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            commit_group(&core, group, last_ms);
+        }
+        if Instant::now() >= next_compaction {
+            let cutoff_ms = last_ms.saturating_sub(options.retention.as_millis() as u64);
+            let (reply, mut answer) = oneshot::channel();
+            commit_group(&core, vec![Request::Compact { cutoff_ms, reply }], last_ms);
+            next_compaction = match answer.try_recv() {
+                // A backlog is worked off one step at a time between groups of writes.
+                Ok(Ok(step)) if !step.done => Instant::now(),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "compaction failed; will retry");
+                    Instant::now() + options.compaction_interval
+                }
+                _ => Instant::now() + options.compaction_interval,
+            };
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+enum Answer {
+    Write(
+        oneshot::Sender<Result<Vec<Arc<Change>>, WriteError>>,
+        Vec<Arc<Change>>,
+    ),
+    Compact(oneshot::Sender<Result<Compacted, StorageError>>, Compacted),
+}
+
+fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
+    let mut group = Group {
+        core,
+        batch: Batch::default(),
+        revision: core.revision.load(Ordering::Acquire),
+        compacted: core.compacted.load(Ordering::Acquire),
+        now_ms,
+    };
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in requests {
+        match request {
+            Request::Write { ops, reply } => match group.apply(ops) {
+                Ok(changes) => answers.push(Answer::Write(reply, changes)),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            Request::Compact { cutoff_ms, reply } => match group.compact(cutoff_ms) {
+                Ok(step) => answers.push(Answer::Compact(reply, step)),
+                Err(e) => drop(reply.send(Err(e.into()))),
+            },
+        }
+    }
+    if !group.batch.is_empty() {
+        group.batch.put(
+            codec::META_REVISION.to_vec(),
+            group.revision.to_be_bytes().to_vec(),
+        );
+        group.batch.put(
+            codec::META_COMPACTED.to_vec(),
+            group.compacted.to_be_bytes().to_vec(),
+        );
+        if let Err(e) = core.engine.commit(&group.batch) {
+            tracing::error!(error = %e, "group commit failed");
+            for answer in answers {
+                let failed = || StorageError::CommitFailed(e.to_string());
+                match answer {
+                    Answer::Write(reply, _) => drop(reply.send(Err(failed().into()))),
+                    Answer::Compact(reply, _) => drop(reply.send(Err(failed()))),
+                }
+            }
+            return;
+        }
+    }
+    core.revision.store(group.revision, Ordering::Release);
+    core.compacted.store(group.compacted, Ordering::Release);
+    for answer in answers {
+        match answer {
+            Answer::Write(reply, changes) => {
+                for change in &changes {
+                    // No receiver is fine: nobody is watching.
+                    let _ = core.events.send(change.clone());
+                }
+                let _ = reply.send(Ok(changes));
+            }
+            Answer::Compact(reply, step) => drop(reply.send(Ok(step))),
+        }
+    }
+}
+
+/// The state of one group being assembled: its batch and the revision it has reached.
+struct Group<'a> {
+    core: &'a Core,
+    batch: Batch,
+    revision: u64,
+    compacted: u64,
+    now_ms: u64,
+}
+
+impl Group<'_> {
+    /// Reads a key as this group would leave it: `txn`'s writes, then the group's, then disk.
+    fn read(&self, txn: &Batch, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        match txn.pending(key).or_else(|| self.batch.pending(key)) {
+            Some(pending) => Ok(pending.map(<[u8]>::to_vec)),
+            None => self.core.engine.get(key),
+        }
+    }
+
+    fn read_object(&self, txn: &Batch, key: &str) -> Result<Option<ObjectRecord>, EngineError> {
+        self.read(txn, &codec::object_key(key))?
+            .map(|bytes| ObjectRecord::decode(&bytes))
+            .transpose()
+    }
+
+    /// Applies one transaction on top of the group, all of it or none of it.
+    fn apply(&mut self, ops: Vec<Op>) -> Result<Vec<Arc<Change>>, WriteError> {
+        let mut txn = Batch::default();
+        let mut revision = self.revision;
+        let mut changes = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (key, expected, must_exist) = match &op {
+                Op::Create { key, .. } => (key.clone(), None, false),
+                Op::Update { key, expected, .. } | Op::Delete { key, expected } => {
+                    (key.clone(), *expected, true)
+                }
+            };
+            let current = self.read_object(&txn, &key)?;
+            let live = current.as_ref().filter(|record| record.value.is_some());
+            match (live, must_exist) {
+                (Some(_), false) => return Err(WriteError::AlreadyExists { key }),
+                (None, true) => return Err(WriteError::NotFound { key }),
+                (Some(record), true) => {
+                    if let Some(expected) = expected.filter(|e| *e != record.revision) {
+                        let actual = record.revision;
+                        return Err(WriteError::Conflict {
+                            key,
+                            expected,
+                            actual,
+                        });
+                    }
+                }
+                (None, false) => {}
+            }
+            revision += 1;
+            let (value, indexes) = match op {
+                Op::Create { indexes, value, .. } | Op::Update { indexes, value, .. } => {
+                    (Some(value(revision)), normalise(&key, indexes)?)
+                }
+                Op::Delete { .. } => (None, IndexValues::new()),
+            };
+            let change = Change {
+                revision,
+                committed_at_ms: self.now_ms,
+                key,
+                value,
+                indexes,
+                prev_revision: current.as_ref().map_or(0, |record| record.revision),
+                prev_value: live.and_then(|record| record.value.clone()),
+                prev_indexes: live
+                    .map(|record| record.indexes.clone())
+                    .unwrap_or_default(),
+            };
+            stage_change(&mut txn, &change);
+            changes.push(Arc::new(change));
+        }
+        self.batch.absorb(txn);
+        self.revision = revision;
+        Ok(changes)
+    }
+
+    /// Drops history older than `cutoff_ms`, with the tombstones and dead index entries that
+    /// only that history still needed.
+    fn compact(&mut self, cutoff_ms: u64) -> Result<Compacted, EngineError> {
+        let mut records = Vec::new();
+        let mut failure = None;
+        let start = codec::history_key(self.compacted + 1);
+        let end = codec::prefix_end(codec::HISTORY);
+        self.core
+            .engine
+            .scan(&start, &end, &mut |_, bytes| match Change::decode(bytes) {
+                Ok(change) if change.committed_at_ms < cutoff_ms => {
+                    records.push(change);
+                    if records.len() < COMPACTION_STEP {
+                        ControlFlow::Continue(())
+                    } else {
+                        ControlFlow::Break(())
+                    }
+                }
+                Ok(_) => ControlFlow::Break(()),
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+            })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let done = records.len() < COMPACTION_STEP;
+        let no_txn = Batch::default();
+        for change in &records {
+            self.batch.delete(codec::history_key(change.revision));
+            if change.value.is_none() {
+                let object_key = codec::object_key(&change.key);
+                if let Some(record) = self.read_object(&no_txn, &change.key)? {
+                    if record.value.is_none() && record.revision == change.revision {
+                        self.batch.delete(object_key);
+                    }
+                }
+            }
+            for (name, value) in removed(&change.prev_indexes, &change.indexes) {
+                let entry_key = codec::index_key(name, value, &change.key);
+                if let Some(bytes) = self.read(&no_txn, &entry_key)? {
+                    let entry = IndexEntry::decode(&bytes)?;
+                    if !entry.live && entry.touched == change.revision {
+                        self.batch.delete(entry_key);
+                    }
+                }
+            }
+            self.compacted = change.revision;
+        }
+        Ok(Compacted {
+            revision: self.compacted,
+            done,
+        })
+    }
+}
+
+/// Writes a change's object record (or tombstone), index entry updates and history record.
+fn stage_change(txn: &mut Batch, change: &Change) {
+    let record = ObjectRecord {
+        revision: change.revision,
+        value: change.value.clone(),
+        indexes: change.indexes.clone(),
+    };
+    txn.put(codec::object_key(&change.key), record.encode());
+    for (pairs, live) in [
+        (removed(&change.prev_indexes, &change.indexes), false),
+        (removed(&change.indexes, &change.prev_indexes), true),
+    ] {
+        for (name, value) in pairs {
+            let entry = IndexEntry {
+                touched: change.revision,
+                live,
+            };
+            txn.put(codec::index_key(name, value, &change.key), entry.encode());
+        }
+    }
+    txn.put(codec::history_key(change.revision), change.encode());
+}
+
+/// The pairs of `from` that are not in `to` (both sorted).
+fn removed<'a>(from: &'a IndexValues, to: &IndexValues) -> Vec<(&'a str, &'a str)> {
+    from.iter()
+        .filter(|pair| to.binary_search(pair).is_err())
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
+}
+
+fn normalise(key: &str, mut indexes: IndexValues) -> Result<IndexValues, WriteError> {
+    if let Some((name, value)) = indexes
+        .iter()
+        .find(|(name, value)| name.is_empty() || name.contains('\0') || value.contains('\0'))
+    {
+        return Err(WriteError::InvalidIndex {
+            key: key.to_string(),
+            reason: format!(
+                "index {name:?} = {value:?}: names must be non-empty, neither may contain NUL"
+            ),
+        });
+    }
+    indexes.sort();
+    indexes.dedup();
+    Ok(indexes)
+}

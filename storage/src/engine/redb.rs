@@ -1,0 +1,76 @@
+//! The engine on redb: one table of byte keys, every commit with immediate durability.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use super::{Batch, Engine, EngineError};
+
+const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("catalog");
+
+pub struct RedbEngine {
+    db: Database,
+}
+
+fn fail(e: impl Into<redb::Error>) -> EngineError {
+    EngineError(Box::new(e.into()))
+}
+
+impl RedbEngine {
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, EngineError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(fail)?;
+        // Create the table once so that readers never meet a missing table.
+        let txn = db.begin_write().map_err(fail)?;
+        txn.open_table(TABLE).map_err(fail)?;
+        txn.commit().map_err(fail)?;
+        Ok(RedbEngine { db })
+    }
+}
+
+impl Engine for RedbEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(TABLE).map_err(fail)?;
+        Ok(table.get(key).map_err(fail)?.map(|v| v.value().to_vec()))
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), EngineError> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(TABLE).map_err(fail)?;
+        for entry in table.range(start..end).map_err(fail)? {
+            let (k, v) = entry.map_err(fail)?;
+            if visit(k.value(), v.value()).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<(), EngineError> {
+        let txn = self.db.begin_write().map_err(fail)?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(fail)?;
+            for (key, value) in batch.writes() {
+                match value {
+                    Some(v) => {
+                        table.insert(key, v).map_err(fail)?;
+                    }
+                    None => {
+                        table.remove(key).map_err(fail)?;
+                    }
+                }
+            }
+        }
+        // The default durability is Immediate: commit returns after fsync.
+        txn.commit().map_err(fail)
+    }
+}

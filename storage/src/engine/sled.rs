@@ -1,0 +1,59 @@
+//! The engine on sled 0.34: the default tree, a batch applied atomically, then flushed.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use super::{Batch, Engine, EngineError};
+
+pub struct SledEngine {
+    db: sled::Db,
+}
+
+fn fail(e: sled::Error) -> EngineError {
+    EngineError(Box::new(e))
+}
+
+impl SledEngine {
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, EngineError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes as u64)
+            .open()
+            .map_err(fail)?;
+        Ok(SledEngine { db })
+    }
+}
+
+impl Engine for SledEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(self.db.get(key).map_err(fail)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), EngineError> {
+        for entry in self.db.range(start..end) {
+            let (k, v) = entry.map_err(fail)?;
+            if visit(&k, &v).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<(), EngineError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.writes() {
+            match value {
+                Some(v) => sled_batch.insert(key, v),
+                None => sled_batch.remove(key),
+            }
+        }
+        self.db.apply_batch(sled_batch).map_err(fail)?;
+        self.db.flush().map_err(fail)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! The revisioned catalog store: objects as opaque bytes under string keys, with secondary
+//! indexes, snapshots at past revisions, persisted history and watch, on an embedded engine.
+//! It knows revisions, keys, bytes and index values; nothing of HTTP or of the API's schema.
+//! The on-disk layout is described in `codec.rs`, the write path in `committer.rs`.
+
+mod codec;
+mod committer;
+mod engine;
+mod error;
+mod read;
+mod store;
+mod watch;
+
+pub use codec::{Change, ChangeKind, IndexValues};
+pub use committer::{BuildValue, Op};
+pub use engine::{Batch, Engine, EngineError, EngineKind, RedbEngine, SledEngine};
+pub use error::{ReadError, StorageError, WatchError, WriteError};
+pub use read::{Item, ListOptions, Page};
+pub use store::{Options, Store};
+pub use watch::Watch;

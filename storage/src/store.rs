@@ -1,0 +1,174 @@
+//! The store: opening it, its options, and the public operations. Reads go straight to the
+//! engine (see `read.rs`); writes and compaction go through the committer thread.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, oneshot};
+
+use crate::codec::{self, Change};
+use crate::committer::{self, Op, Request};
+use crate::engine::{Engine, EngineKind};
+use crate::watch::Watch;
+use crate::{StorageError, WatchError, WriteError};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub engine: EngineKind,
+    /// The engine's page cache.
+    pub cache_bytes: usize,
+    /// How long history is kept: snapshots and watch resumption reach back this far.
+    pub retention: Duration,
+    /// How often the committer compacts history older than `retention`.
+    pub compaction_interval: Duration,
+    /// Live changes buffered for watchers; a watcher further behind than this is cut off.
+    pub watch_buffer: usize,
+    /// The most write requests committed together in one group.
+    pub max_group: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            engine: EngineKind::default(),
+            cache_bytes: 256 << 20,
+            retention: Duration::from_secs(300),
+            compaction_interval: Duration::from_secs(10),
+            watch_buffer: 16_384,
+            max_group: 4_096,
+        }
+    }
+}
+
+/// What readers, watchers and the committer share.
+pub(crate) struct Core {
+    pub engine: Box<dyn Engine>,
+    /// The latest committed revision; everything up to it is durable and readable.
+    pub revision: AtomicU64,
+    /// History at or below this revision is gone.
+    pub compacted: AtomicU64,
+    pub events: broadcast::Sender<Arc<Change>>,
+    pub watch_buffer: usize,
+}
+
+/// A handle on the store. Clones share it; the committer thread ends when the last is dropped,
+/// after answering every write it has taken.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    core: Arc<Core>,
+    requests: mpsc::Sender<Request>,
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Shared {
+    /// Closes the queue and waits for the committer to answer what it holds, so that the engine
+    /// is closed when the last handle is gone (watches keep it open until they end).
+    fn drop(&mut self) {
+        drop(std::mem::replace(&mut self.requests, mpsc::channel().0));
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) a store in `dir`.
+    pub fn open(dir: &Path, options: Options) -> Result<Store, StorageError> {
+        let engine = options.engine.open(dir, options.cache_bytes)?;
+        Store::with_engine(engine, options)
+    }
+
+    /// Opens a store on an engine the caller made (tests use this to inject faults).
+    pub fn with_engine(engine: Box<dyn Engine>, options: Options) -> Result<Store, StorageError> {
+        let read_meta = |key| -> Result<u64, StorageError> {
+            Ok(engine
+                .get(key)?
+                .map(|b| codec::decode_u64(&b))
+                .transpose()?
+                .unwrap_or(0))
+        };
+        let revision = read_meta(codec::META_REVISION)?;
+        let compacted = read_meta(codec::META_COMPACTED)?;
+        let core = Arc::new(Core {
+            engine,
+            revision: AtomicU64::new(revision),
+            compacted: AtomicU64::new(compacted),
+            events: broadcast::channel(options.watch_buffer).0,
+            watch_buffer: options.watch_buffer,
+        });
+        let (requests, inbox) = mpsc::channel();
+        let committer_core = core.clone();
+        let committer = std::thread::Builder::new()
+            .name("store-committer".into())
+            .spawn(move || committer::run(committer_core, inbox, options))
+            .map_err(|e| StorageError::Engine(crate::EngineError(e.into())))?;
+        tracing::info!(revision, compacted, "store opened");
+        Ok(Store {
+            shared: Arc::new(Shared {
+                core,
+                requests,
+                committer: Some(committer),
+            }),
+        })
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.shared.core
+    }
+
+    /// The latest committed revision.
+    pub fn revision(&self) -> u64 {
+        self.core().revision.load(Ordering::Acquire)
+    }
+
+    /// The oldest revision that snapshots and watches can still start from.
+    pub fn compacted(&self) -> u64 {
+        self.core().compacted.load(Ordering::Acquire)
+    }
+
+    /// Commits `ops` as one atomic, durable transaction; each op gets its own revision, in order.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<Arc<Change>>, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Write { ops, reply })?;
+        answer.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Drops history committed before `older_than`; returns the new compacted revision.
+    pub async fn compact(&self, older_than: SystemTime) -> Result<u64, StorageError> {
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.send(Request::Compact {
+                cutoff_ms: unix_ms(older_than),
+                reply,
+            })?;
+            let step = answer.await.map_err(|_| StorageError::Closed)??;
+            if step.done {
+                return Ok(step.revision);
+            }
+        }
+    }
+
+    fn send(&self, request: Request) -> Result<(), StorageError> {
+        self.shared
+            .requests
+            .send(request)
+            .map_err(|_| StorageError::Closed)
+    }
+
+    /// Watches every change after revision `after`: the retained history first, then live.
+    pub fn watch(&self, after: u64) -> Result<Watch, WatchError> {
+        Watch::start(self.core().clone(), after)
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
