@@ -17,7 +17,10 @@
 
 use bytes::Bytes;
 
+use std::ops::ControlFlow;
+
 use crate::EngineError;
+use crate::engine::View;
 
 pub const META_REVISION: &[u8] = b"m/revision";
 pub const META_COMPACTED: &[u8] = b"m/compacted";
@@ -94,6 +97,45 @@ pub struct Change {
     pub prev_revision: u64,
     pub prev_value: Option<Bytes>,
     pub prev_indexes: IndexValues,
+}
+
+/// Reads at most `max` history records with revisions in `[from, until]`, in order.
+pub fn read_history(
+    view: &dyn View,
+    from: u64,
+    until: u64,
+    max: usize,
+) -> Result<Vec<Change>, EngineError> {
+    let mut records = Vec::new();
+    let mut failure = None;
+    let end = history_key(until.saturating_add(1));
+    let end = if until == u64::MAX {
+        prefix_end(HISTORY)
+    } else {
+        end
+    };
+    view.scan(
+        &history_key(from),
+        &end,
+        &mut |_, bytes| match Change::decode(bytes) {
+            Ok(change) => {
+                records.push(change);
+                if records.len() < max {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        },
+    )?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(records),
+    }
 }
 
 #[derive(Default)]

@@ -4,7 +4,6 @@
 //! everyone: group commit), then publishes the new revision, fans the changes out to watchers
 //! and answers the writers. Compaction runs through the same thread, so it never races a write.
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -14,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::codec::{self, Change, IndexEntry, IndexValues, ObjectRecord};
-use crate::engine::{Batch, EngineError};
+use crate::engine::{Batch, EngineError, View};
 use crate::store::{Core, Options};
 use crate::{StorageError, WriteError};
 
@@ -109,6 +108,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Where a request's answer goes.
+enum Reply {
+    Write(oneshot::Sender<Result<Vec<Arc<Change>>, WriteError>>),
+    Compact(oneshot::Sender<Result<Compacted, StorageError>>),
+}
+
+/// What a request did to the group, answered once the group is durable.
 enum Answer {
     Write(
         oneshot::Sender<Result<Vec<Arc<Change>>, WriteError>>,
@@ -117,9 +123,22 @@ enum Answer {
     Compact(oneshot::Sender<Result<Compacted, StorageError>>, Compacted),
 }
 
+impl Answer {
+    fn into_reply(self) -> Reply {
+        match self {
+            Answer::Write(reply, _) => Reply::Write(reply),
+            Answer::Compact(reply, _) => Reply::Compact(reply),
+        }
+    }
+}
+
 fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
+    let view = match core.engine.view() {
+        Ok(view) => view,
+        Err(e) => return fail_all(requests.into_iter().map(Request::into_reply), &e),
+    };
     let mut group = Group {
-        core,
+        view,
         batch: Batch::default(),
         revision: core.revision.load(Ordering::Acquire),
         compacted: core.compacted.load(Ordering::Acquire),
@@ -148,15 +167,7 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
             group.compacted.to_be_bytes().to_vec(),
         );
         if let Err(e) = core.engine.commit(&group.batch) {
-            tracing::error!(error = %e, "group commit failed");
-            for answer in answers {
-                let failed = || StorageError::CommitFailed(e.to_string());
-                match answer {
-                    Answer::Write(reply, _) => drop(reply.send(Err(failed().into()))),
-                    Answer::Compact(reply, _) => drop(reply.send(Err(failed()))),
-                }
-            }
-            return;
+            return fail_all(answers.into_iter().map(Answer::into_reply), &e);
         }
     }
     core.revision.store(group.revision, Ordering::Release);
@@ -175,21 +186,43 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
     }
 }
 
+impl Request {
+    fn into_reply(self) -> Reply {
+        match self {
+            Request::Write { reply, .. } => Reply::Write(reply),
+            Request::Compact { reply, .. } => Reply::Compact(reply),
+        }
+    }
+}
+
+/// Tells every requester of a group that it failed: nothing of the group was committed.
+fn fail_all(replies: impl Iterator<Item = Reply>, e: &EngineError) {
+    tracing::error!(error = %e, "group commit failed");
+    for reply in replies {
+        let failed = || StorageError::CommitFailed(e.to_string());
+        match reply {
+            Reply::Write(reply) => drop(reply.send(Err(failed().into()))),
+            Reply::Compact(reply) => drop(reply.send(Err(failed()))),
+        }
+    }
+}
+
 /// The state of one group being assembled: its batch and the revision it has reached.
-struct Group<'a> {
-    core: &'a Core,
+struct Group {
+    /// Opened after the previous group committed, so it sees everything before this group.
+    view: Box<dyn View>,
     batch: Batch,
     revision: u64,
     compacted: u64,
     now_ms: u64,
 }
 
-impl Group<'_> {
+impl Group {
     /// Reads a key as this group would leave it: `txn`'s writes, then the group's, then disk.
     fn read(&self, txn: &Batch, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         match txn.pending(key).or_else(|| self.batch.pending(key)) {
             Some(pending) => Ok(pending.map(<[u8]>::to_vec)),
-            None => self.core.engine.get(key),
+            None => self.view.get(key),
         }
     }
 
@@ -258,31 +291,17 @@ impl Group<'_> {
     /// Drops history older than `cutoff_ms`, with the tombstones and dead index entries that
     /// only that history still needed.
     fn compact(&mut self, cutoff_ms: u64) -> Result<Compacted, EngineError> {
-        let mut records = Vec::new();
-        let mut failure = None;
-        let start = codec::history_key(self.compacted + 1);
-        let end = codec::prefix_end(codec::HISTORY);
-        self.core
-            .engine
-            .scan(&start, &end, &mut |_, bytes| match Change::decode(bytes) {
-                Ok(change) if change.committed_at_ms < cutoff_ms => {
-                    records.push(change);
-                    if records.len() < COMPACTION_STEP {
-                        ControlFlow::Continue(())
-                    } else {
-                        ControlFlow::Break(())
-                    }
-                }
-                Ok(_) => ControlFlow::Break(()),
-                Err(e) => {
-                    failure = Some(e);
-                    ControlFlow::Break(())
-                }
-            })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let done = records.len() < COMPACTION_STEP;
+        let mut records = codec::read_history(
+            self.view.as_ref(),
+            self.compacted + 1,
+            u64::MAX,
+            COMPACTION_STEP,
+        )?;
+        let done = records.len() < COMPACTION_STEP
+            || records
+                .last()
+                .is_some_and(|c| c.committed_at_ms >= cutoff_ms);
+        records.retain(|change| change.committed_at_ms < cutoff_ms);
         let no_txn = Batch::default();
         for change in &records {
             self.batch.delete(codec::history_key(change.revision));

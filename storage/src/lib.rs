@@ -13,7 +13,7 @@ mod watch;
 
 pub use codec::{Change, ChangeKind, IndexValues};
 pub use committer::{BuildValue, Op};
-pub use engine::{Batch, Engine, EngineError, EngineKind, RedbEngine, SledEngine};
+pub use engine::{Batch, Engine, EngineError, EngineKind, RedbEngine, SledEngine, View};
 pub use error::{ReadError, StorageError, WatchError, WriteError};
 pub use read::{Item, ListOptions, Page};
 pub use store::{Options, Store};

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::codec::{self, Change, IndexEntry, IndexValues, ObjectRecord};
+use crate::engine::View;
 use crate::store::{Core, Store};
 use crate::{EngineError, ReadError};
 
@@ -58,8 +59,8 @@ pub struct Page {
 impl Store {
     /// The key at the latest revision.
     pub fn get(&self, key: &str) -> Result<Option<Item>, ReadError> {
-        let core = self.core();
-        let Some(bytes) = core.engine.get(&codec::object_key(key))? else {
+        let view = self.core().engine.view()?;
+        let Some(bytes) = view.get(&codec::object_key(key))? else {
             return Ok(None);
         };
         let record = ObjectRecord::decode(&bytes)?;
@@ -78,7 +79,12 @@ impl Store {
         keep: &mut dyn FnMut(&Item) -> bool,
     ) -> Result<Page, ReadError> {
         let core = self.core();
-        let at = core.snapshot(options.revision)?;
+        let at = core.readable(options.revision)?;
+        let snapshot = Snapshot {
+            view: core.engine.view()?,
+            at,
+            core,
+        };
         let limit = options.limit.unwrap_or(usize::MAX);
         let mut page = Page {
             items: Vec::new(),
@@ -106,17 +112,17 @@ impl Store {
         match options.index {
             None => {
                 let (start, end) = range(codec::OBJECTS, options);
-                core.engine.scan(&start, &end, &mut |k, v| {
+                snapshot.view.scan(&start, &end, &mut |k, v| {
                     let key = &k[codec::OBJECTS.len()..];
-                    step(decode_key(key).and_then(|key| core.object_at(key, v, at)))
+                    step(decode_key(key).and_then(|key| snapshot.object(key, v)))
                 })?
             }
             Some((name, value)) => {
                 let prefix = codec::index_prefix(name, value);
                 let (start, end) = range(&prefix, options);
-                core.engine.scan(&start, &end, &mut |k, v| {
+                snapshot.view.scan(&start, &end, &mut |k, v| {
                     let key = &k[prefix.len()..];
-                    step(decode_key(key).and_then(|key| core.indexed_at(key, v, (name, value), at)))
+                    step(decode_key(key).and_then(|key| snapshot.indexed(key, v, (name, value))))
                 })?
             }
         }
@@ -124,7 +130,7 @@ impl Store {
             return Err(e);
         }
         // A compaction that overtook the list may have removed history it walked through.
-        core.snapshot(Some(at))?;
+        core.readable(Some(at))?;
         Ok(page)
     }
 }
@@ -148,7 +154,7 @@ fn decode_key(key: &[u8]) -> Result<&str, ReadError> {
 
 impl Core {
     /// Checks that revision `requested` (latest if `None`) can be read; returns it.
-    pub(crate) fn snapshot(&self, requested: Option<u64>) -> Result<u64, ReadError> {
+    pub(crate) fn readable(&self, requested: Option<u64>) -> Result<u64, ReadError> {
         let current = self.revision.load(Ordering::Acquire);
         let compacted = self.compacted.load(Ordering::Acquire);
         let at = requested.unwrap_or(current);
@@ -166,14 +172,19 @@ impl Core {
         }
         Ok(at)
     }
+}
 
+/// Reads of the state at revision `at`, through one engine view.
+struct Snapshot<'a> {
+    view: Box<dyn View>,
+    at: u64,
+    core: &'a Core,
+}
+
+impl Snapshot<'_> {
     /// The state at `at` of the key whose latest record is `record_bytes`.
-    fn object_at(
-        &self,
-        key: &str,
-        record_bytes: &[u8],
-        at: u64,
-    ) -> Result<Option<Item>, ReadError> {
+    fn object(&self, key: &str, record_bytes: &[u8]) -> Result<Option<Item>, ReadError> {
+        let at = self.at;
         let record = ObjectRecord::decode(record_bytes)?;
         if record.revision <= at {
             return Ok(record.value.map(|value| Item {
@@ -185,7 +196,7 @@ impl Core {
         }
         let mut revision = record.revision;
         loop {
-            let change = self.history(revision, at)?;
+            let change = self.history(revision)?;
             if change.prev_revision <= at {
                 return Ok(change.prev_value.map(|value| Item {
                     key: change.key,
@@ -199,31 +210,30 @@ impl Core {
     }
 
     /// The state at `at` of a key found under index value `pair`, if it had that value at `at`.
-    fn indexed_at(
+    fn indexed(
         &self,
         key: &str,
         entry_bytes: &[u8],
         (name, value): (&str, &str),
-        at: u64,
     ) -> Result<Option<Item>, ReadError> {
         let entry = IndexEntry::decode(entry_bytes)?;
-        if !entry.live && entry.touched <= at {
+        if !entry.live && entry.touched <= self.at {
             // Removed at or before `at`, and not added back since.
             return Ok(None);
         }
-        let Some(record) = self.engine.get(&codec::object_key(key))? else {
+        let Some(record) = self.view.get(&codec::object_key(key))? else {
             return Ok(None);
         };
-        let item = self.object_at(key, &record, at)?;
+        let item = self.object(key, &record)?;
         Ok(item.filter(|item| item.has_index(name, value)))
     }
 
-    fn history(&self, revision: u64, at: u64) -> Result<Change, ReadError> {
-        match self.engine.get(&codec::history_key(revision))? {
+    fn history(&self, revision: u64) -> Result<Change, ReadError> {
+        match self.view.get(&codec::history_key(revision))? {
             Some(bytes) => Ok(Change::decode(&bytes)?),
             None => Err(ReadError::Expired {
-                requested: at,
-                compacted: self.compacted.load(Ordering::Acquire),
+                requested: self.at,
+                compacted: self.core.compacted.load(Ordering::Acquire),
             }),
         }
     }

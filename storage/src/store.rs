@@ -87,8 +87,9 @@ impl Store {
 
     /// Opens a store on an engine the caller made (tests use this to inject faults).
     pub fn with_engine(engine: Box<dyn Engine>, options: Options) -> Result<Store, StorageError> {
+        let view = engine.view()?;
         let read_meta = |key| -> Result<u64, StorageError> {
-            Ok(engine
+            Ok(view
                 .get(key)?
                 .map(|b| codec::decode_u64(&b))
                 .transpose()?
@@ -96,6 +97,7 @@ impl Store {
         };
         let revision = read_meta(codec::META_REVISION)?;
         let compacted = read_meta(codec::META_COMPACTED)?;
+        drop(view);
         let core = Arc::new(Core {
             engine,
             revision: AtomicU64::new(revision),

@@ -7,7 +7,6 @@
 //! behind than it holds is ended with [`WatchError::FellBehind`], never allowed to grow memory.
 
 use std::collections::VecDeque;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -77,28 +76,10 @@ impl Watch {
     }
 
     fn replay_chunk(&mut self) -> Result<(), WatchError> {
-        let start = codec::history_key(self.next);
-        let end = codec::history_key(self.replay_until + 1);
-        let mut failure = None;
-        self.core
-            .engine
-            .scan(&start, &end, &mut |_, bytes| match Change::decode(bytes) {
-                Ok(change) => {
-                    self.replayed.push_back(Arc::new(change));
-                    if self.replayed.len() < REPLAY_CHUNK {
-                        ControlFlow::Continue(())
-                    } else {
-                        ControlFlow::Break(())
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    ControlFlow::Break(())
-                }
-            })?;
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
+        let view = self.core.engine.view()?;
+        let records =
+            codec::read_history(view.as_ref(), self.next, self.replay_until, REPLAY_CHUNK)?;
+        self.replayed.extend(records.into_iter().map(Arc::new));
         // History is contiguous above the compacted revision: a gap means compaction overtook us.
         match self.replayed.front() {
             Some(first) if first.revision == self.next => {

@@ -691,16 +691,8 @@ struct FlakyEngine {
 }
 
 impl Engine for FlakyEngine {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()>,
-    ) -> Result<(), EngineError> {
-        self.inner.scan(start, end, visit)
+    fn view(&self) -> Result<Box<dyn View>, EngineError> {
+        self.inner.view()
     }
     fn commit(&self, batch: &Batch) -> Result<(), EngineError> {
         if self.failing.load(Ordering::SeqCst) {

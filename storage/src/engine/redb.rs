@@ -3,9 +3,9 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, TableDefinition};
 
-use super::{Batch, Engine, EngineError};
+use super::{Batch, Engine, EngineError, View};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("catalog");
 
@@ -31,11 +31,12 @@ impl RedbEngine {
     }
 }
 
-impl Engine for RedbEngine {
+/// A redb read transaction: an isolated snapshot.
+struct RedbView(ReadOnlyTable<&'static [u8], &'static [u8]>);
+
+impl View for RedbView {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(TABLE).map_err(fail)?;
-        Ok(table.get(key).map_err(fail)?.map(|v| v.value().to_vec()))
+        Ok(self.0.get(key).map_err(fail)?.map(|v| v.value().to_vec()))
     }
 
     fn scan(
@@ -44,15 +45,20 @@ impl Engine for RedbEngine {
         end: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
     ) -> Result<(), EngineError> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(TABLE).map_err(fail)?;
-        for entry in table.range(start..end).map_err(fail)? {
+        for entry in self.0.range(start..end).map_err(fail)? {
             let (k, v) = entry.map_err(fail)?;
             if visit(k.value(), v.value()).is_break() {
                 break;
             }
         }
         Ok(())
+    }
+}
+
+impl Engine for RedbEngine {
+    fn view(&self) -> Result<Box<dyn View>, EngineError> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        Ok(Box::new(RedbView(txn.open_table(TABLE).map_err(fail)?)))
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), EngineError> {

@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use super::{Batch, Engine, EngineError};
+use super::{Batch, Engine, EngineError, View};
 
 pub struct SledEngine {
     db: sled::Db,
@@ -24,9 +24,12 @@ impl SledEngine {
     }
 }
 
-impl Engine for SledEngine {
+/// sled has no read snapshots: a view reads the live tree.
+struct SledView(sled::Db);
+
+impl View for SledView {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        Ok(self.db.get(key).map_err(fail)?.map(|v| v.to_vec()))
+        Ok(self.0.get(key).map_err(fail)?.map(|v| v.to_vec()))
     }
 
     fn scan(
@@ -35,13 +38,19 @@ impl Engine for SledEngine {
         end: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
     ) -> Result<(), EngineError> {
-        for entry in self.db.range(start..end) {
+        for entry in self.0.range(start..end) {
             let (k, v) = entry.map_err(fail)?;
             if visit(&k, &v).is_break() {
                 break;
             }
         }
         Ok(())
+    }
+}
+
+impl Engine for SledEngine {
+    fn view(&self) -> Result<Box<dyn View>, EngineError> {
+        Ok(Box::new(SledView(self.db.clone())))
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), EngineError> {
