@@ -1,0 +1,103 @@
+//! The resource's rules between HTTP and storage: what create, update, patch and delete do to
+//! a CatalogImage (server-owned metadata, generation, status versus spec, finalizers, dry run,
+//! optimistic concurrency), and the translation of objects to the store's keys, bytes and index
+//! values. Every write, from a user or from the verification loop, goes through here.
+
+mod decode;
+mod delete;
+mod list;
+mod watch;
+mod write;
+
+use bytes::Bytes;
+use catalog_storage::{Item, ReadError, Store, WriteError};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::fields::index_values;
+use crate::api::types::{API_VERSION, CatalogImage, KIND};
+use crate::server::status::ApiError;
+
+pub use decode::FieldValidation;
+pub use delete::DeleteOptions;
+pub use list::{ListQuery, RevisionMatch};
+pub use watch::{WatchEvent, WatchStream};
+pub use write::{PatchKind, WriteOptions, Written};
+
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+}
+
+/// The store key of an object.
+pub fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// The current time as Kubernetes serialises it: whole seconds.
+pub fn now() -> Time {
+    let seconds = Timestamp::now().as_second();
+    Time(Timestamp::from_second(seconds).expect("the current time is representable"))
+}
+
+/// The stored bytes of an object at `revision`: the bytes carry their own resourceVersion.
+pub fn encode(image: &CatalogImage, revision: u64) -> Bytes {
+    let mut image = image.clone();
+    image.api_version = API_VERSION.into();
+    image.kind = KIND.into();
+    image.metadata.resource_version = Some(revision.to_string());
+    Bytes::from(serde_json::to_vec(&image).expect("a CatalogImage always serialises"))
+}
+
+/// Decodes bytes this server stored.
+pub fn decode_stored(bytes: &[u8]) -> Result<CatalogImage, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::internal(format!("stored object does not decode: {e}")))
+}
+
+fn read_error(e: ReadError) -> ApiError {
+    match e {
+        ReadError::Expired {
+            requested,
+            compacted,
+        } => ApiError::gone(format!(
+            "The resourceVersion {requested} for the provided list is too old (oldest available: {compacted})."
+        )),
+        ReadError::Future { requested, current } => ApiError::timeout(format!(
+            "Too large resource version: {requested}, current: {current}"
+        )),
+        ReadError::Storage(e) => e.into(),
+    }
+}
+
+fn write_error(e: WriteError, name: &str) -> ApiError {
+    match e {
+        WriteError::AlreadyExists { .. } => ApiError::already_exists(name),
+        WriteError::NotFound { .. } => ApiError::not_found(name),
+        WriteError::Conflict { .. } => ApiError::stale(name),
+        WriteError::InvalidIndex { reason, .. } => ApiError::bad_request(reason),
+        WriteError::Storage(e) => e.into(),
+    }
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Registry {
+        Registry { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The stored item of an object, or 404.
+    pub fn get(&self, namespace: &str, name: &str) -> Result<Item, ApiError> {
+        self.store
+            .get(&key(namespace, name))
+            .map_err(read_error)?
+            .ok_or_else(|| ApiError::not_found(name))
+    }
+
+    fn indexes(image: &CatalogImage) -> Vec<(String, String)> {
+        index_values(image)
+    }
+}

@@ -1,0 +1,177 @@
+//! A watch as the API sees it: optional initial ADDED events for the current state (read
+//! lazily, page by page, at one revision), an optional end-of-initial-events bookmark, then
+//! every later change filtered by namespace and selector — an object that stops matching is
+//! sent as DELETED, one that starts matching as ADDED — as kube-apiserver's cacher does.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use catalog_storage::{Change, Item, Watch, WatchError};
+use serde_json::Value;
+
+use super::list::{ListCursor, ListQuery};
+use super::{Registry, key};
+use crate::server::selectors::Selector;
+use crate::server::status::ApiError;
+
+/// Items read at a time for the initial events.
+const INITIAL_PAGE: usize = 500;
+
+#[derive(Debug)]
+pub enum WatchEvent {
+    Added(Bytes),
+    Modified(Bytes),
+    Deleted(Bytes),
+    /// Progress up to this revision; `initial_events_end` marks the end of the initial events.
+    Bookmark {
+        revision: u64,
+        initial_events_end: bool,
+    },
+}
+
+/// Where the stream is.
+enum State {
+    /// Sending the state at `revision`: `cursor` is where the next page starts.
+    Initial {
+        cursor: Option<ListCursor>,
+        buffered: VecDeque<Item>,
+    },
+    /// Initial events are out; the end bookmark is due.
+    InitialEnd,
+    Live,
+}
+
+pub struct WatchStream {
+    registry: Registry,
+    changes: Watch,
+    query: ListQuery,
+    state: State,
+    send_end_bookmark: bool,
+    /// The revision of the last change consumed (whether or not it was sent).
+    progress: u64,
+}
+
+impl Registry {
+    /// Starts a watch. With `initial` the current state is sent first, as ADDED events at one
+    /// revision, and with `end_bookmark` a bookmark closes it; otherwise changes after
+    /// `after` are sent.
+    pub fn watch(
+        &self,
+        query: ListQuery,
+        after: Option<u64>,
+        end_bookmark: bool,
+    ) -> Result<WatchStream, ApiError> {
+        let (start, state) = match after {
+            Some(revision) => (revision, State::Live),
+            None => {
+                let revision = self.store.revision();
+                let cursor = ListCursor {
+                    revision,
+                    after: None,
+                };
+                (
+                    revision,
+                    State::Initial {
+                        cursor: Some(cursor),
+                        buffered: VecDeque::new(),
+                    },
+                )
+            }
+        };
+        let changes = self.store.watch(start).map_err(|e| watch_error(e))?;
+        Ok(WatchStream {
+            registry: self.clone(),
+            changes,
+            query,
+            state,
+            send_end_bookmark: end_bookmark,
+            progress: start,
+        })
+    }
+}
+
+pub fn watch_error(e: WatchError) -> ApiError {
+    match e {
+        WatchError::Gone {
+            requested,
+            compacted,
+        } => ApiError::gone(format!(
+            "too old resource version: {requested} ({compacted})"
+        )),
+        WatchError::FellBehind { .. } => ApiError::gone(format!("{e}; start a new watch")),
+        WatchError::Storage(e) => e.into(),
+    }
+}
+
+impl WatchStream {
+    /// The revision everything up to which has been considered: what a bookmark may claim.
+    pub fn progress(&self) -> u64 {
+        self.progress
+    }
+
+    /// The next event to send. An error ends the watch.
+    pub async fn next(&mut self) -> Result<WatchEvent, ApiError> {
+        loop {
+            match &mut self.state {
+                State::Initial { cursor, buffered } => {
+                    if let Some(item) = buffered.pop_front() {
+                        return Ok(WatchEvent::Added(item.value));
+                    }
+                    match cursor.take() {
+                        Some(at) => {
+                            let page = self.registry.page(&self.query, &at, INITIAL_PAGE)?;
+                            buffered.extend(page.items);
+                            *cursor = page.next;
+                        }
+                        None => self.state = State::InitialEnd,
+                    }
+                }
+                State::InitialEnd => {
+                    self.state = State::Live;
+                    if self.send_end_bookmark {
+                        return Ok(WatchEvent::Bookmark {
+                            revision: self.progress,
+                            initial_events_end: true,
+                        });
+                    }
+                }
+                State::Live => {
+                    let change = self.changes.next().await.map_err(watch_error)?;
+                    self.progress = change.revision;
+                    if let Some(event) = self.filter(&change)? {
+                        return Ok(event);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The event a change makes for this watcher, if any.
+    fn filter(&self, change: &Arc<Change>) -> Result<Option<WatchEvent>, ApiError> {
+        if let Some(namespace) = &self.query.namespace {
+            if !change.key.starts_with(&key(namespace, "")) {
+                return Ok(None);
+            }
+        }
+        let selector: &Selector = &self.query.selector;
+        let now = change.value.is_some() && selector.matches(&change.indexes);
+        let before = change.prev_value.is_some() && selector.matches(&change.prev_indexes);
+        Ok(match (before, now, &change.value, &change.prev_value) {
+            (false, true, Some(value), _) => Some(WatchEvent::Added(value.clone())),
+            (true, true, Some(value), _) => Some(WatchEvent::Modified(value.clone())),
+            (true, false, _, Some(prev)) => {
+                Some(WatchEvent::Deleted(at_revision(prev, change.revision)?))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// An object's last state carrying the revision of the change that removed it from view.
+fn at_revision(bytes: &Bytes, revision: u64) -> Result<Bytes, ApiError> {
+    let mut value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::internal(format!("stored object does not decode: {e}")))?;
+    value["metadata"]["resourceVersion"] = revision.to_string().into();
+    Ok(Bytes::from(value.to_string()))
+}

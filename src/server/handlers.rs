@@ -1,0 +1,417 @@
+//! One handler per verb, each taking what it needs: get, list, watch, create, update, patch,
+//! delete, deletecollection, and the discovery, OpenAPI and health documents.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode, header};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::App;
+use super::negotiate::{Output, output, wants_aggregated_discovery};
+use super::query::Query;
+use super::response::{Body, full, json, streamed, with_warnings};
+use super::selectors::Selector;
+use super::status::ApiError;
+use super::table::table;
+use super::watch::{WatchOptions, serve_watch};
+use crate::api::types::{API_VERSION, LIST_KIND};
+use crate::api::{discovery, openapi};
+use crate::registry::{
+    DeleteOptions, FieldValidation, ListQuery, PatchKind, RevisionMatch, WriteOptions, Written,
+};
+
+/// Items read per store page while streaming a list with no limit.
+const STREAM_PAGE: usize = 1000;
+
+fn accept(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+}
+
+/// A document served with an ETag, answering 304 to a matching If-None-Match.
+fn document(headers: &HeaderMap, content_type: &str, body: &Value) -> Response<Body> {
+    let bytes = body.to_string();
+    let etag = format!("\"{:x}\"", Sha256::digest(bytes.as_bytes()));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut response = if matches {
+        full(StatusCode::NOT_MODIFIED, content_type, Bytes::new())
+    } else {
+        full(StatusCode::OK, content_type, bytes)
+    };
+    response.headers_mut().insert(
+        header::ETAG,
+        etag.parse().expect("a hex etag is a valid header"),
+    );
+    response
+        .headers_mut()
+        .insert(header::VARY, "Accept".parse().expect("static"));
+    response
+}
+
+pub fn group_list(headers: &HeaderMap) -> Response<Body> {
+    if wants_aggregated_discovery(accept(headers)) {
+        document(headers, discovery::AGGREGATED_V2, &discovery::aggregated())
+    } else {
+        json(StatusCode::OK, discovery::api_group_list().to_string())
+    }
+}
+
+pub fn group() -> Response<Body> {
+    json(StatusCode::OK, discovery::api_group_document().to_string())
+}
+
+pub fn resource_list() -> Response<Body> {
+    json(StatusCode::OK, discovery::api_resource_list().to_string())
+}
+
+pub fn openapi_v2(app: &App, headers: &HeaderMap) -> Response<Body> {
+    document(headers, "application/json", &app.documents.openapi_v2)
+}
+
+pub fn openapi_v3_root(app: &App) -> Response<Body> {
+    let hash = format!(
+        "{:X}",
+        Sha256::digest(app.documents.openapi_v3.to_string().as_bytes())
+    );
+    let path = format!("apis/{}", API_VERSION);
+    let root = json!({"paths": {path.clone(): {"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}}});
+    json(StatusCode::OK, root.to_string())
+}
+
+pub fn openapi_v3(app: &App, headers: &HeaderMap) -> Response<Body> {
+    document(headers, "application/json", &app.documents.openapi_v3)
+}
+
+pub fn health(app: &App, check: &str) -> Response<Body> {
+    if check == "readyz" && !app.is_ready() {
+        return full(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            "[-]store not open\nreadyz check failed\n",
+        );
+    }
+    full(StatusCode::OK, "text/plain; charset=utf-8", "ok")
+}
+
+pub fn get(
+    app: &App,
+    headers: &HeaderMap,
+    query: &Query,
+    namespace: &str,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let format = output(accept(headers), query.get("includeObject"))?;
+    let item = app.registry.get(namespace, name)?;
+    Ok(match format {
+        Output::Json => json(StatusCode::OK, item.value),
+        Output::Table(include) => {
+            let rv = item.revision.to_string();
+            json(
+                StatusCode::OK,
+                table(&[item.value], include, &rv, None, true)?.to_string(),
+            )
+        }
+    })
+}
+
+pub fn list_query(namespace: Option<String>, query: &Query) -> Result<ListQuery, ApiError> {
+    let resource_version_match = match query.get("resourceVersionMatch") {
+        None | Some("") => None,
+        Some("NotOlderThan") => Some(RevisionMatch::NotOlderThan),
+        Some("Exact") => Some(RevisionMatch::Exact),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "resourceVersionMatch: unsupported value {other:?}"
+            )));
+        }
+    };
+    Ok(ListQuery {
+        namespace,
+        selector: Selector::parse(query.get("labelSelector"), query.get("fieldSelector"))?,
+        limit: query
+            .number("limit")?
+            .filter(|l| *l > 0)
+            .map(|l| l as usize),
+        continue_token: query
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
+        resource_version: query.get("resourceVersion").map(str::to_string),
+        resource_version_match,
+    })
+}
+
+pub async fn list(
+    app: &App,
+    headers: &HeaderMap,
+    query: &Query,
+    namespace: Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    let format = output(accept(headers), query.get("includeObject"))?;
+    let list_query = list_query(namespace, query)?;
+    let cursor = app.registry.start(&list_query)?;
+    let rv = cursor.revision.to_string();
+    if let Some(limit) = list_query.limit {
+        let page = app.registry.page(&list_query, &cursor, limit)?;
+        let token = page.next.as_ref().map(|c| c.token());
+        let objects: Vec<Bytes> = page.items.into_iter().map(|i| i.value).collect();
+        return Ok(match format {
+            Output::Table(include) => json(
+                StatusCode::OK,
+                table(&objects, include, &rv, token.as_deref(), true)?.to_string(),
+            ),
+            Output::Json => json(StatusCode::OK, list_body(&objects, &rv, token.as_deref())),
+        });
+    }
+    if let Output::Table(include) = format {
+        // Tables are for people: read it all, then render.
+        let mut objects = Vec::new();
+        let mut at = Some(cursor);
+        while let Some(cursor) = at {
+            let page = app.registry.page(&list_query, &cursor, STREAM_PAGE)?;
+            objects.extend(page.items.into_iter().map(|i| i.value));
+            at = page.next;
+        }
+        return Ok(json(
+            StatusCode::OK,
+            table(&objects, include, &rv, None, true)?.to_string(),
+        ));
+    }
+    // The whole list, streamed page by page from the stored bytes: nothing is decoded.
+    let first = app.registry.page(&list_query, &cursor, STREAM_PAGE)?;
+    let (sender, response) = streamed(StatusCode::OK, "application/json");
+    let registry = app.registry.clone();
+    tokio::spawn(async move {
+        let head = format!(
+            r#"{{"kind":"{LIST_KIND}","apiVersion":"{API_VERSION}","metadata":{{"resourceVersion":"{rv}"}},"items":["#
+        );
+        if sender.send(Bytes::from(head)).await.is_err() {
+            return;
+        }
+        let mut page = first;
+        let mut first_item = true;
+        loop {
+            let mut chunk = Vec::with_capacity(page.items.iter().map(|i| i.value.len() + 1).sum());
+            for item in &page.items {
+                if !first_item {
+                    chunk.push(b',');
+                }
+                first_item = false;
+                chunk.extend_from_slice(&item.value);
+            }
+            if sender.send(Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+            let Some(next) = page.next else { break };
+            page = match registry.page(&list_query, &next, STREAM_PAGE) {
+                Ok(page) => page,
+                Err(e) => {
+                    // Headers are gone; ending the body without closing the JSON tells the
+                    // client the list is incomplete.
+                    tracing::error!(error = %e.message, "list stream failed");
+                    return;
+                }
+            };
+        }
+        let _ = sender.send(Bytes::from_static(b"]}")).await;
+    });
+    Ok(response)
+}
+
+fn list_body(objects: &[Bytes], rv: &str, token: Option<&str>) -> Bytes {
+    let mut metadata = json!({"resourceVersion": rv});
+    if let Some(token) = token {
+        metadata["continue"] = token.into();
+    }
+    let mut body = format!(
+        r#"{{"kind":"{LIST_KIND}","apiVersion":"{API_VERSION}","metadata":{metadata},"items":["#
+    )
+    .into_bytes();
+    for (i, object) in objects.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(object);
+    }
+    body.extend_from_slice(b"]}");
+    Bytes::from(body)
+}
+
+pub fn watch(
+    app: &App,
+    headers: &HeaderMap,
+    query: &Query,
+    namespace: Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    let format = output(accept(headers), query.get("includeObject"))?;
+    let list_query = list_query(namespace, query)?;
+    let rv = list_query
+        .resource_version
+        .as_deref()
+        .filter(|r| !r.is_empty());
+    let send_initial = query
+        .get("sendInitialEvents")
+        .map(|_| query.flag("sendInitialEvents"))
+        .transpose()?;
+    if send_initial == Some(true)
+        && list_query.resource_version_match != Some(RevisionMatch::NotOlderThan)
+    {
+        return Err(ApiError::invalid(
+            "",
+            &[crate::api::validate::Cause::invalid(
+                "resourceVersionMatch",
+                "",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )],
+        ));
+    }
+    let after =
+        match (rv, send_initial) {
+            (_, Some(true)) => None,
+            (None | Some("0"), None) => None,
+            (None, Some(false)) => Some(app.registry.store().revision()),
+            (Some(rv), _) => Some(rv.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("resourceVersion {rv:?} is not valid"))
+            })?),
+        };
+    let timeout = match query.number("timeoutSeconds")? {
+        Some(seconds) => Duration::from_secs(seconds),
+        // kube-apiserver spreads watches between the minimum request timeout and twice that.
+        None => Duration::from_secs(1800 + rand::random_range(0..1800)),
+    };
+    let options = WatchOptions {
+        format,
+        bookmarks: query.flag("allowWatchBookmarks")?,
+        bookmark_interval: app.config.bookmark_interval,
+        timeout,
+    };
+    let stream = app
+        .registry
+        .watch(list_query, after, send_initial == Some(true))?;
+    Ok(serve_watch(stream, options, app.shutdown.clone()))
+}
+
+fn write_options(query: &Query) -> Result<WriteOptions, ApiError> {
+    Ok(WriteOptions {
+        dry_run: query.dry_run()?,
+        field_validation: FieldValidation::parse(query.get("fieldValidation"))?,
+    })
+}
+
+fn written(code: StatusCode, written: Written) -> Response<Body> {
+    with_warnings(json(code, written.object), &written.warnings)
+}
+
+const WRITE_TYPES: [&str; 1] = ["application/json"];
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("application/json")
+        .trim()
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match content_type(headers) {
+        "application/json" | "" | "*/*" => Ok(()),
+        other => Err(ApiError::unsupported_media_type(other, &WRITE_TYPES)),
+    }
+}
+
+pub async fn create(
+    app: &App,
+    headers: &HeaderMap,
+    query: &Query,
+    namespace: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    require_json(headers)?;
+    let result = app
+        .registry
+        .create(namespace, body, write_options(query)?)
+        .await?;
+    Ok(written(StatusCode::CREATED, result))
+}
+
+pub async fn update(
+    app: &App,
+    headers: &HeaderMap,
+    query: &Query,
+    namespace: &str,
+    name: &str,
+    status: bool,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    require_json(headers)?;
+    let result = app
+        .registry
+        .update(namespace, name, status, body, write_options(query)?)
+        .await?;
+    Ok(written(StatusCode::OK, result))
+}
+
+pub async fn patch(
+    app: &App,
+    headers: &HeaderMap,
+    query: &Query,
+    namespace: &str,
+    name: &str,
+    status: bool,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let kind = match content_type(headers) {
+        "application/json-patch+json" => PatchKind::Json,
+        "application/merge-patch+json" => PatchKind::Merge,
+        other => {
+            return Err(ApiError::unsupported_media_type(
+                other,
+                &openapi::PATCH_CONTENT_TYPES,
+            ));
+        }
+    };
+    let result = app
+        .registry
+        .patch(namespace, name, status, kind, body, write_options(query)?)
+        .await?;
+    Ok(written(StatusCode::OK, result))
+}
+
+pub async fn delete(
+    app: &App,
+    query: &Query,
+    namespace: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let mut options = DeleteOptions::parse(body)?;
+    if let Some(policy) = query.get("propagationPolicy") {
+        options.propagation_policy = Some(policy.to_string());
+    }
+    let object = app
+        .registry
+        .delete(namespace, name, &options, query.dry_run()?)
+        .await?;
+    Ok(json(StatusCode::OK, object))
+}
+
+pub async fn delete_collection(
+    app: &App,
+    query: &Query,
+    namespace: Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    let selector = Selector::parse(query.get("labelSelector"), query.get("fieldSelector"))?;
+    let (revision, objects) = app
+        .registry
+        .delete_collection(namespace.as_deref(), &selector, query.dry_run()?)
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        list_body(&objects, &revision.to_string(), None),
+    ))
+}

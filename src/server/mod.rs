@@ -1,0 +1,237 @@
+//! The HTTPS surface: TLS, who is asking, what the request is about, and dispatch to one
+//! handler per verb. Every failure becomes a metav1.Status here and nowhere else.
+
+mod handlers;
+pub mod negotiate;
+mod query;
+pub mod request;
+mod response;
+pub mod selectors;
+pub mod status;
+mod table;
+pub mod tls;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+use tokio_rustls::TlsAcceptor;
+
+use self::query::Query;
+use self::request::{Target, target, verb};
+use self::response::{Body, error};
+use self::status::ApiError;
+use crate::api::openapi;
+use crate::registry::Registry;
+
+/// Settings of the HTTP surface.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bookmark_interval: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// Documents computed once at start.
+pub struct Documents {
+    pub openapi_v2: Value,
+    pub openapi_v3: Value,
+}
+
+pub struct App {
+    pub registry: Registry,
+    pub config: Config,
+    pub documents: Documents,
+    ready: AtomicBool,
+    shutdown: signal::Receiver<bool>,
+}
+
+/// Who the connection says it is, from its TLS handshake.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    verified_client_certificate: bool,
+}
+
+impl App {
+    pub fn new(registry: Registry, config: Config, shutdown: signal::Receiver<bool>) -> App {
+        let documents = Documents {
+            openapi_v2: openapi::v2(),
+            openapi_v3: openapi::v3(),
+        };
+        App {
+            registry,
+            config,
+            documents,
+            ready: AtomicBool::new(true),
+            shutdown,
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !*self.shutdown.borrow()
+    }
+
+    async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let started = std::time::Instant::now();
+        let response = match self.route(request, peer).await {
+            Ok(response) => response,
+            Err(e) => error(&e),
+        };
+        tracing::debug!(%method, %path, code = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
+        response
+    }
+
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> Result<Response<Body>, ApiError> {
+        let (parts, body) = request.into_parts();
+        let target = target(parts.uri.path());
+        if let Target::Health(check) = target {
+            return Ok(handlers::health(self, check));
+        }
+        if !peer.verified_client_certificate {
+            return Err(ApiError::unauthorized());
+        }
+        let query = Query::parse(parts.uri.query());
+        let headers = &parts.headers;
+        let watch = query.flag("watch")?;
+        let body = match parts.method {
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
+                read_body(body, self.config.max_body_bytes).await?
+            }
+            _ => bytes::Bytes::new(),
+        };
+        match (&parts.method, &target) {
+            (&Method::GET, Target::GroupList) => Ok(handlers::group_list(headers)),
+            (&Method::GET, Target::Group) => Ok(handlers::group()),
+            (&Method::GET, Target::ResourceList) => Ok(handlers::resource_list()),
+            (&Method::GET, Target::OpenApiV2) => Ok(handlers::openapi_v2(self, headers)),
+            (&Method::GET, Target::OpenApiV3Root) => Ok(handlers::openapi_v3_root(self)),
+            (&Method::GET, Target::OpenApiV3) => Ok(handlers::openapi_v3(self, headers)),
+            (_, Target::Unknown) => Err(ApiError::path_not_found()),
+            (_, Target::Collection { namespace }) => match verb(&parts.method, &target, watch) {
+                "watch" => handlers::watch(self, headers, &query, namespace.clone()),
+                "list" => handlers::list(self, headers, &query, namespace.clone()).await,
+                "create" => match namespace {
+                    Some(ns) => handlers::create(self, headers, &query, ns, &body).await,
+                    None => Err(ApiError::method_not_allowed(&parts.method)),
+                },
+                "deletecollection" => {
+                    handlers::delete_collection(self, &query, namespace.clone()).await
+                }
+                _ => Err(ApiError::method_not_allowed(&parts.method)),
+            },
+            (
+                _,
+                Target::Object {
+                    namespace,
+                    name,
+                    status,
+                },
+            ) => match (verb(&parts.method, &target, false), status) {
+                ("get", _) => handlers::get(self, headers, &query, namespace, name),
+                ("update", _) => {
+                    handlers::update(self, headers, &query, namespace, name, *status, &body).await
+                }
+                ("patch", _) => {
+                    handlers::patch(self, headers, &query, namespace, name, *status, &body).await
+                }
+                ("delete", false) => handlers::delete(self, &query, namespace, name, &body).await,
+                _ => Err(ApiError::method_not_allowed(&parts.method)),
+            },
+            _ => Err(ApiError::method_not_allowed(&parts.method)),
+        }
+    }
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+    }
+}
+
+/// Accepts TLS connections until `stop` turns true, then stops accepting, lets watches end,
+/// and waits (up to `drain`) for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Arc<App>,
+    mut stop: signal::Receiver<bool>,
+    drain: Duration,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (tcp, remote): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
+            };
+            let peer = Peer {
+                verified_client_certificate: tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty()),
+            };
+            let service = service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer).await) }
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%remote, error = %e, "connection ended");
+            }
+        });
+    }
+    tracing::info!("no longer accepting connections; draining");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {drain:?}; closing them");
+    }
+}

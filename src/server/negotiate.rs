@@ -1,0 +1,145 @@
+//! Content negotiation: which representation a request's Accept header asks for, the first
+//! one we can serve winning, as kube-apiserver's negotiation does.
+
+use super::status::ApiError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Json,
+    Table(IncludeObject),
+}
+
+const SUPPORTED: [&str; 2] = [
+    "application/json",
+    "application/json;as=Table;v=v1;g=meta.k8s.io",
+];
+
+/// One media range of an Accept header: type/subtype and its parameters.
+struct MediaRange<'a> {
+    essence: &'a str,
+    params: Vec<(&'a str, &'a str)>,
+}
+
+impl MediaRange<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
+
+fn media_ranges(accept: &str) -> Vec<MediaRange<'_>> {
+    accept
+        .split(',')
+        .map(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let essence = parts.next().unwrap_or("");
+            let params = parts
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
+                .collect();
+            MediaRange { essence, params }
+        })
+        .collect()
+}
+
+/// Whether the Accept header asks for aggregated discovery v2 before anything else we serve.
+pub fn wants_aggregated_discovery(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    for range in media_ranges(accept) {
+        if range.essence == "application/json"
+            && range.param("g") == Some("apidiscovery.k8s.io")
+            && range.param("v") == Some("v2")
+        {
+            return true;
+        }
+        if matches!(range.essence, "application/json" | "*/*" | "application/*")
+            && range.param("as").is_none()
+        {
+            return false;
+        }
+    }
+    false
+}
+
+/// The representation for an object or list response. `include_object` is the query parameter.
+pub fn output(accept: Option<&str>, include_object: Option<&str>) -> Result<Output, ApiError> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok(Output::Json);
+    };
+    for range in media_ranges(accept) {
+        if !matches!(range.essence, "application/json" | "*/*" | "application/*") {
+            continue; // protobuf, yaml, cbor...: not served here, try the next one
+        }
+        match (range.param("as"), range.param("g"), range.param("v")) {
+            (None, _, _) => return Ok(Output::Json),
+            (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) => {
+                let include = match include_object {
+                    None | Some("") | Some("Metadata") => IncludeObject::Metadata,
+                    Some("None") => IncludeObject::None,
+                    Some("Object") => IncludeObject::Object,
+                    Some(other) => {
+                        return Err(ApiError::bad_request(format!(
+                            "unsupported includeObject {other:?}"
+                        )));
+                    }
+                };
+                return Ok(Output::Table(include));
+            }
+            _ => continue,
+        }
+    }
+    Err(ApiError::not_acceptable(&SUPPORTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_headers() {
+        let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        assert_eq!(
+            output(Some(table), None).unwrap(),
+            Output::Table(IncludeObject::Metadata)
+        );
+        assert_eq!(
+            output(Some(table), Some("Object")).unwrap(),
+            Output::Table(IncludeObject::Object)
+        );
+        assert_eq!(output(None, None).unwrap(), Output::Json);
+        assert_eq!(output(Some("*/*"), None).unwrap(), Output::Json);
+        assert_eq!(
+            output(
+                Some("application/vnd.kubernetes.protobuf, application/json"),
+                None
+            )
+            .unwrap(),
+            Output::Json
+        );
+        assert_eq!(
+            output(
+                Some("application/vnd.kubernetes.protobuf").filter(|_| true),
+                None
+            )
+            .unwrap_err()
+            .code,
+            406
+        );
+        assert!(wants_aggregated_discovery(Some(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        )));
+        assert!(!wants_aggregated_discovery(Some(
+            "application/json, application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        )));
+        assert!(!wants_aggregated_discovery(None));
+    }
+}

@@ -1,0 +1,120 @@
+//! What a request is about, from its path alone: which document or which CatalogImage(s).
+
+use http::Method;
+
+use crate::api::types::{GROUP, PLURAL, VERSION};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Health(&'static str),
+    GroupList,
+    Group,
+    ResourceList,
+    OpenApiV2,
+    OpenApiV3Root,
+    OpenApiV3,
+    /// `namespace` is `None` for the cluster-wide collection.
+    Collection {
+        namespace: Option<String>,
+    },
+    Object {
+        namespace: String,
+        name: String,
+        status: bool,
+    },
+    Unknown,
+}
+
+pub fn target(path: &str) -> Target {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["healthz"] => Target::Health("healthz"),
+        ["livez"] => Target::Health("livez"),
+        ["readyz"] => Target::Health("readyz"),
+        ["apis"] => Target::GroupList,
+        ["apis", g] if *g == GROUP => Target::Group,
+        ["apis", g, v] if *g == GROUP && *v == VERSION => Target::ResourceList,
+        ["openapi", "v2"] => Target::OpenApiV2,
+        ["openapi", "v3"] => Target::OpenApiV3Root,
+        ["openapi", "v3", "apis", g, v] if *g == GROUP && *v == VERSION => Target::OpenApiV3,
+        ["apis", g, v, rest @ ..] if *g == GROUP && *v == VERSION => match rest {
+            [r] if *r == PLURAL => Target::Collection { namespace: None },
+            ["namespaces", ns, r] if *r == PLURAL && !ns.is_empty() => Target::Collection {
+                namespace: Some(ns.to_string()),
+            },
+            ["namespaces", ns, r, name] if *r == PLURAL && !name.is_empty() => Target::Object {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                status: false,
+            },
+            ["namespaces", ns, r, name, "status"] if *r == PLURAL => Target::Object {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                status: true,
+            },
+            _ => Target::Unknown,
+        },
+        _ => Target::Unknown,
+    }
+}
+
+/// The Kubernetes verb of a request on a collection or object, as authorization would see it.
+pub fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
+    match (method, target) {
+        (&Method::GET, Target::Collection { .. }) if watch => "watch",
+        (&Method::GET, Target::Collection { .. }) => "list",
+        (&Method::GET, _) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, Target::Collection { .. }) => "deletecollection",
+        (&Method::DELETE, _) => "delete",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let base = "/apis/catalog.automotive.io/v1alpha1";
+        assert_eq!(
+            target(&format!("{base}/catalogimages")),
+            Target::Collection { namespace: None }
+        );
+        assert_eq!(
+            target(&format!("{base}/namespaces/a/catalogimages")),
+            Target::Collection {
+                namespace: Some("a".into())
+            }
+        );
+        assert_eq!(
+            target(&format!("{base}/namespaces/a/catalogimages/x/status")),
+            Target::Object {
+                namespace: "a".into(),
+                name: "x".into(),
+                status: true
+            }
+        );
+        assert_eq!(
+            target(&format!("{base}/namespaces/a/catalogimages/x/scale")),
+            Target::Unknown
+        );
+        assert_eq!(
+            target(&format!("{base}/namespaces/a/other")),
+            Target::Unknown
+        );
+        assert_eq!(target("/apis/catalog.automotive.io"), Target::Group);
+        assert_eq!(target("/api"), Target::Unknown);
+        assert_eq!(
+            target("/openapi/v3/apis/catalog.automotive.io/v1alpha1"),
+            Target::OpenApiV3
+        );
+        assert_eq!(
+            verb(&Method::GET, &Target::Collection { namespace: None }, true),
+            "watch"
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! Building responses: JSON bodies, streamed bodies, Status errors, Warning headers.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use tokio::sync::mpsc;
+
+use super::status::ApiError;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+pub fn full(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()).boxed());
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).expect("a valid content type"),
+    );
+    response
+}
+
+pub fn json(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    full(code, "application/json", body)
+}
+
+pub fn error(e: &ApiError) -> Response<Body> {
+    json(e.code, e.to_status().to_string())
+}
+
+/// A body fed by a channel: each message is one chunk (HTTP/1.1 chunked, HTTP/2 data frame).
+/// The channel is bounded, so a slow reader holds back the writer instead of memory growing.
+pub fn streamed(code: StatusCode, content_type: &str) -> (mpsc::Sender<Bytes>, Response<Body>) {
+    let (sender, receiver) = mpsc::channel::<Bytes>(16);
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(Frame::data(chunk)), receiver))
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).expect("a valid content type"),
+    );
+    (sender, response)
+}
+
+/// Adds `Warning: 299 - "..."` headers, as kube-apiserver sends them.
+pub fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for warning in warnings {
+        let text = format!("299 - {:?}", warning);
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}

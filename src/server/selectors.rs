@@ -1,0 +1,348 @@
+//! Label selectors (the whole Kubernetes grammar) and field selectors (`=`, `==`, `!=` on the
+//! selectable fields), parsed once per request and matched against an object's index pairs.
+
+use crate::api::fields::{LABEL_PREFIX, SELECTABLE_FIELDS, normalise_selector_value, values_of};
+use crate::api::validate::{is_label_value, is_qualified_name};
+
+use super::status::ApiError;
+
+#[derive(Clone, Debug, PartialEq)]
+enum LabelRequirement {
+    Exists(String),
+    NotExists(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    GreaterThan(String, i64),
+    LessThan(String, i64),
+}
+
+/// A field selector term: `field=value` or `field!=value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldTerm {
+    pub field: String,
+    pub value: String,
+    pub equal: bool,
+}
+
+/// The selection of a list or watch: every requirement must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Selector {
+    labels: Vec<LabelRequirement>,
+    pub fields: Vec<FieldTerm>,
+}
+
+impl Selector {
+    pub fn parse(labels: Option<&str>, fields: Option<&str>) -> Result<Selector, ApiError> {
+        Ok(Selector {
+            labels: labels.map(parse_labels).transpose()?.unwrap_or_default(),
+            fields: fields.map(parse_fields).transpose()?.unwrap_or_default(),
+        })
+    }
+
+    /// The equality the store's index answers best: a field equality in preference order,
+    /// else a label equality.
+    pub fn index(&self) -> Option<(String, String)> {
+        for field in SELECTABLE_FIELDS {
+            if field == "metadata.namespace" {
+                continue; // answered by the key prefix
+            }
+            if let Some(term) = self.fields.iter().find(|t| t.equal && t.field == field) {
+                return Some((term.field.clone(), term.value.clone()));
+            }
+        }
+        self.labels.iter().find_map(|r| match r {
+            LabelRequirement::In(key, values) if values.len() == 1 => {
+                Some((format!("{LABEL_PREFIX}{key}"), values[0].clone()))
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether an object with these index pairs is selected.
+    pub fn matches(&self, pairs: &[(String, String)]) -> bool {
+        let label = |key: &str| -> Option<&str> {
+            let name = format!("{LABEL_PREFIX}{key}");
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let labels_ok = self.labels.iter().all(|r| match r {
+            LabelRequirement::Exists(k) => label(k).is_some(),
+            LabelRequirement::NotExists(k) => label(k).is_none(),
+            LabelRequirement::In(k, vs) => label(k).is_some_and(|v| vs.iter().any(|x| x == v)),
+            LabelRequirement::NotIn(k, vs) => label(k).is_none_or(|v| vs.iter().all(|x| x != v)),
+            LabelRequirement::GreaterThan(k, n) => label(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v > *n),
+            LabelRequirement::LessThan(k, n) => label(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v < *n),
+        });
+        labels_ok
+            && self.fields.iter().all(|t| {
+                let mut values = values_of(pairs, &t.field);
+                let any = values.any(|v| v == t.value);
+                // A multi-valued field with no values compares like an empty one.
+                let empty_match = t.value.is_empty() && values_of(pairs, &t.field).next().is_none();
+                (any || empty_match) == t.equal
+            })
+    }
+}
+
+fn parse_fields(text: &str) -> Result<Vec<FieldTerm>, ApiError> {
+    let mut terms = Vec::new();
+    for term in split_unescaped(text, ',') {
+        if term.trim().is_empty() {
+            continue;
+        }
+        let (field, value, equal) = if let Some(i) = find_unescaped(&term, "!=") {
+            (&term[..i], &term[i + 2..], false)
+        } else if let Some(i) = find_unescaped(&term, "==") {
+            (&term[..i], &term[i + 2..], true)
+        } else if let Some(i) = find_unescaped(&term, "=") {
+            (&term[..i], &term[i + 1..], true)
+        } else {
+            return Err(ApiError::bad_request(format!(
+                "invalid field selector {term:?}: expected an operator (=, ==, !=)"
+            )));
+        };
+        let field = field.trim();
+        if !SELECTABLE_FIELDS.contains(&field) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {field} (supported: {})",
+                SELECTABLE_FIELDS.join(", ")
+            )));
+        }
+        let value = unescape(value.trim());
+        let value = normalise_selector_value(field, &value).to_string();
+        terms.push(FieldTerm {
+            field: field.to_string(),
+            value,
+            equal,
+        });
+    }
+    Ok(terms)
+}
+
+/// Splits on `sep` where it is not escaped with a backslash (fields.ParseSelector's escaping).
+fn split_unescaped(text: &str, sep: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut escaped = false;
+    for c in text.chars() {
+        if c == sep && !escaped {
+            parts.push(String::new());
+            continue;
+        }
+        escaped = c == '\\' && !escaped;
+        parts.last_mut().expect("never empty").push(c);
+    }
+    parts
+}
+
+fn find_unescaped(text: &str, op: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (0..text.len()).find(|&i| text[i..].starts_with(op) && (i == 0 || bytes[i - 1] != b'\\'))
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses a label selector: `k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`,
+/// `k>1`, `k<1`, joined by commas (outside parentheses).
+fn parse_labels(text: &str) -> Result<Vec<LabelRequirement>, ApiError> {
+    let bad = |term: &str, why: &str| {
+        ApiError::bad_request(format!("unable to parse requirement {term:?}: {why}"))
+    };
+    let mut requirements = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    let mut terms = Vec::new();
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&text[start..]);
+    for term in terms.into_iter().map(str::trim).filter(|t| !t.is_empty()) {
+        let key_ok = |k: &str| {
+            if is_qualified_name(k) {
+                Ok(())
+            } else {
+                Err(bad(term, "invalid label key"))
+            }
+        };
+        let value_ok = |v: &str| {
+            if is_label_value(v) {
+                Ok(())
+            } else {
+                Err(bad(term, "invalid label value"))
+            }
+        };
+        let set = |rest: &str| -> Result<Vec<String>, ApiError> {
+            let inner = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(|| bad(term, "expected a parenthesised set"))?;
+            let values: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).collect();
+            for v in &values {
+                value_ok(v)?;
+            }
+            Ok(values)
+        };
+        let requirement = if let Some(key) = term.strip_prefix('!') {
+            key_ok(key.trim())?;
+            LabelRequirement::NotExists(key.trim().to_string())
+        } else if let Some((key, rest)) = split_word(term, " notin ") {
+            key_ok(key)?;
+            LabelRequirement::NotIn(key.to_string(), set(rest)?)
+        } else if let Some((key, rest)) = split_word(term, " in ") {
+            key_ok(key)?;
+            LabelRequirement::In(key.to_string(), set(rest)?)
+        } else if let Some((key, value)) = term.split_once("!=") {
+            key_ok(key.trim())?;
+            value_ok(value.trim())?;
+            LabelRequirement::NotIn(key.trim().to_string(), vec![value.trim().to_string()])
+        } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            key_ok(key.trim())?;
+            value_ok(value.trim())?;
+            LabelRequirement::In(key.trim().to_string(), vec![value.trim().to_string()])
+        } else if let Some((key, value)) = term.split_once('>') {
+            key_ok(key.trim())?;
+            LabelRequirement::GreaterThan(
+                key.trim().to_string(),
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(term, "expected an integer"))?,
+            )
+        } else if let Some((key, value)) = term.split_once('<') {
+            key_ok(key.trim())?;
+            LabelRequirement::LessThan(
+                key.trim().to_string(),
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(term, "expected an integer"))?,
+            )
+        } else {
+            key_ok(term)?;
+            LabelRequirement::Exists(term.to_string())
+        };
+        requirements.push(requirement);
+    }
+    Ok(requirements)
+}
+
+fn split_word<'a>(term: &'a str, word: &str) -> Option<(&'a str, &'a str)> {
+    term.find(word)
+        .map(|i| (term[..i].trim(), &term[i + word.len()..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn label_selectors() {
+        let object = pairs(&[
+            ("label:env", "prod"),
+            ("label:tier", "3"),
+            ("metadata.name", "a"),
+        ]);
+        let cases = [
+            ("env", true),
+            ("!env", false),
+            ("!missing", true),
+            ("env=prod", true),
+            ("env==prod", true),
+            ("env!=prod", false),
+            ("env in (dev, prod)", true),
+            ("env notin (prod)", false),
+            ("missing notin (x)", true),
+            ("tier>2", true),
+            ("tier<3", false),
+            ("env=prod,tier>5", false),
+        ];
+        for (text, want) in cases {
+            let selector = Selector::parse(Some(text), None).unwrap();
+            assert_eq!(selector.matches(&object), want, "{text}");
+        }
+        for bad in ["env in prod", "-bad=x", "env=-x", "tier>x"] {
+            assert!(Selector::parse(Some(bad), None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn field_selectors() {
+        let object = pairs(&[
+            ("metadata.name", "a"),
+            ("spec.tags", "10"),
+            ("spec.tags", "latest"),
+            ("spec.metadata.architecture", "arm64"),
+            ("spec.digest", ""),
+        ]);
+        let cases = [
+            ("metadata.name=a", true),
+            ("metadata.name!=a", false),
+            ("spec.tags=latest", true),
+            ("spec.tags==10", true),
+            ("spec.tags!=latest", false),
+            ("spec.metadata.architecture=aarch64", true),
+            ("spec.digest=", true),
+            ("spec.metadata.targets=", true),
+            ("metadata.name=a,spec.tags=x", false),
+        ];
+        for (text, want) in cases {
+            let selector = Selector::parse(None, Some(text)).unwrap();
+            assert_eq!(selector.matches(&object), want, "{text}");
+        }
+        let error = Selector::parse(None, Some("spec.foo=x")).unwrap_err();
+        assert!(
+            error.message.contains("spec.metadata.distro"),
+            "lists the supported fields: {}",
+            error.message
+        );
+        assert_eq!(error.code, http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn the_index_is_the_most_selective_equality() {
+        let selector = Selector::parse(
+            Some("app=x"),
+            Some("status.phase=Failed,spec.metadata.distro=cs9"),
+        )
+        .unwrap();
+        assert_eq!(
+            selector.index(),
+            Some(("spec.metadata.distro".into(), "cs9".into()))
+        );
+        let selector = Selector::parse(Some("app=x"), Some("status.phase!=Failed")).unwrap();
+        assert_eq!(selector.index(), Some(("label:app".into(), "x".into())));
+    }
+}

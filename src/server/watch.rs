@@ -1,0 +1,132 @@
+//! Serving a watch over a streamed response (HTTP/1.1 chunked or HTTP/2): one JSON event per
+//! line, bookmarks on a timer when asked for, an exact timeout, and a clean end on shutdown.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use super::negotiate::Output;
+use super::response::{Body, streamed};
+use super::table::table;
+use crate::api::types::{API_VERSION, KIND};
+use crate::registry::{WatchEvent, WatchStream};
+
+pub struct WatchOptions {
+    pub format: Output,
+    pub bookmarks: bool,
+    pub bookmark_interval: Duration,
+    pub timeout: Duration,
+}
+
+fn bookmark(revision: u64, initial_events_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if initial_events_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"type": "BOOKMARK", "object": {"kind": KIND, "apiVersion": API_VERSION, "metadata": metadata}})
+}
+
+/// Encodes events in the watch's format; Table events carry column definitions only once.
+struct Encoder {
+    format: Output,
+    columns_sent: bool,
+}
+
+impl Encoder {
+    fn event(&mut self, kind: &str, object: &Bytes) -> Result<Bytes, String> {
+        let mut line = match self.format {
+            Output::Json => {
+                let mut line = format!(r#"{{"type":"{kind}","object":"#).into_bytes();
+                line.extend_from_slice(object);
+                line.push(b'}');
+                line
+            }
+            Output::Table(include) => {
+                let rv = serde_json::from_slice::<Value>(object)
+                    .ok()
+                    .and_then(|o| {
+                        o["metadata"]["resourceVersion"]
+                            .as_str()
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default();
+                let table = table(
+                    std::slice::from_ref(object),
+                    include,
+                    &rv,
+                    None,
+                    !self.columns_sent,
+                )
+                .map_err(|e| e.message)?;
+                self.columns_sent = true;
+                json!({"type": kind, "object": table})
+                    .to_string()
+                    .into_bytes()
+            }
+        };
+        line.push(b'\n');
+        Ok(Bytes::from(line))
+    }
+}
+
+fn line(value: &Value) -> Bytes {
+    let mut text = value.to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+pub fn serve_watch(
+    mut stream: WatchStream,
+    options: WatchOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Response<Body> {
+    let (sender, response) = streamed(StatusCode::OK, "application/json");
+    tokio::spawn(async move {
+        let deadline = Instant::now() + options.timeout;
+        let mut next_bookmark = Instant::now() + options.bookmark_interval;
+        let mut encoder = Encoder {
+            format: options.format,
+            columns_sent: false,
+        };
+        loop {
+            let chunk = tokio::select! {
+                event = stream.next() => match event {
+                    Ok(WatchEvent::Added(o)) => encoder.event("ADDED", &o),
+                    Ok(WatchEvent::Modified(o)) => encoder.event("MODIFIED", &o),
+                    Ok(WatchEvent::Deleted(o)) => encoder.event("DELETED", &o),
+                    Ok(WatchEvent::Bookmark { revision, initial_events_end }) => Ok(line(&bookmark(revision, initial_events_end))),
+                    Err(e) => {
+                        // The watch cannot go on (history compacted, watcher too slow): say why, then end.
+                        let _ = sender.send(line(&json!({"type": "ERROR", "object": e.to_status()}))).await;
+                        return;
+                    }
+                },
+                _ = sleep_until(next_bookmark), if options.bookmarks => {
+                    next_bookmark = Instant::now() + options.bookmark_interval;
+                    Ok(line(&bookmark(stream.progress(), false)))
+                }
+                _ = sleep_until(deadline) => break,
+                _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
+            };
+            match chunk {
+                Ok(chunk) => {
+                    if sender.send(chunk).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(message) => {
+                    tracing::error!(%message, "watch event could not be encoded");
+                    return;
+                }
+            }
+        }
+        if options.bookmarks {
+            let _ = sender.send(line(&bookmark(stream.progress(), false))).await;
+        }
+    });
+    response
+}
