@@ -40,6 +40,38 @@ fn rewrite_refs(value: &mut Value, ref_prefix: &str) {
     }
 }
 
+/// Rewrites schemars' optional values into the Kubernetes style kubectl understands: an
+/// optional field is one that is not required, never `anyOf` a null; a described reference is
+/// `allOf: [$ref]`.
+fn kubernetes_style(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("nullable");
+            if let Some(Value::Array(options)) = map.get("anyOf") {
+                let is_null = |o: &Value| o.get("enum").is_some_and(|e| e == &json!([null]));
+                if options.len() == 2 && options.iter().any(is_null) {
+                    let other = options
+                        .iter()
+                        .find(|o| !is_null(o))
+                        .cloned()
+                        .unwrap_or_default();
+                    map.remove("anyOf");
+                    match other {
+                        Value::Object(other) if other.contains_key("$ref") => {
+                            map.insert("allOf".into(), json!([other]));
+                        }
+                        Value::Object(other) => map.extend(other),
+                        _ => {}
+                    }
+                }
+            }
+            map.values_mut().for_each(kubernetes_style);
+        }
+        Value::Array(items) => items.iter_mut().for_each(kubernetes_style),
+        _ => {}
+    }
+}
+
 fn gvk(kind: &str) -> Value {
     json!([{"group": GROUP, "version": VERSION, "kind": kind}])
 }
@@ -83,6 +115,7 @@ fn schemas(ref_prefix: &str) -> Map<String, Value> {
         },
     }));
     let mut schemas = Value::Object(schemas);
+    kubernetes_style(&mut schemas);
     rewrite_refs(&mut schemas, ref_prefix);
     match schemas {
         Value::Object(map) => map,
@@ -280,8 +313,7 @@ pub fn v2() -> Value {
     let v3 = v3();
     let mut text = v3["components"]["schemas"].to_string();
     text = text.replace("#/components/schemas/", "#/definitions/");
-    let mut definitions: Value = serde_json::from_str(&text).expect("re-parsing our own JSON");
-    strip_nullable(&mut definitions);
+    let definitions: Value = serde_json::from_str(&text).expect("re-parsing our own JSON");
     let mut paths = Map::new();
     for (path, operations, path_params) in self::paths() {
         let mut item = Map::new();
@@ -320,15 +352,4 @@ pub fn v2() -> Value {
         "paths": paths,
         "definitions": definitions,
     })
-}
-
-fn strip_nullable(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.remove("nullable");
-            map.values_mut().for_each(strip_nullable);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_nullable),
-        _ => {}
-    }
 }

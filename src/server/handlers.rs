@@ -60,6 +60,16 @@ pub fn group_list(headers: &HeaderMap) -> Response<Body> {
     }
 }
 
+/// `GET /version`, as every API server answers it.
+pub fn version() -> Response<Body> {
+    let version = env!("CARGO_PKG_VERSION");
+    let body = json!({
+        "major": "1", "minor": "37", "gitVersion": format!("v{version}"), "gitCommit": "", "gitTreeState": "",
+        "buildDate": "", "goVersion": "", "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    });
+    json(StatusCode::OK, body.to_string())
+}
+
 pub fn group() -> Response<Body> {
     json(StatusCode::OK, discovery::api_group_document().to_string())
 }

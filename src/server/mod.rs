@@ -118,6 +118,7 @@ impl App {
             _ => bytes::Bytes::new(),
         };
         match (&parts.method, &target) {
+            (&Method::GET, Target::Version) => Ok(handlers::version()),
             (&Method::GET, Target::GroupList) => Ok(handlers::group_list(headers)),
             (&Method::GET, Target::Group) => Ok(handlers::group()),
             (&Method::GET, Target::ResourceList) => Ok(handlers::resource_list()),

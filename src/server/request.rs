@@ -7,6 +7,7 @@ use crate::api::types::{GROUP, PLURAL, VERSION};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     Health(&'static str),
+    Version,
     GroupList,
     Group,
     ResourceList,
@@ -31,6 +32,7 @@ pub fn target(path: &str) -> Target {
         ["healthz"] => Target::Health("healthz"),
         ["livez"] => Target::Health("livez"),
         ["readyz"] => Target::Health("readyz"),
+        ["version"] => Target::Version,
         ["apis"] => Target::GroupList,
         ["apis", g] if *g == GROUP => Target::Group,
         ["apis", g, v] if *g == GROUP && *v == VERSION => Target::ResourceList,
