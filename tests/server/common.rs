@@ -1,0 +1,273 @@
+//! Starting the real server and talking to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// A running `catalog-apiserver standalone` with its own data directory.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    child: Option<Child>,
+}
+
+pub fn kubectl_binary() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers/venv/bin/kubectl"))
+}
+
+fn spawn(dir: &Path, bind: &str, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-apiserver"))
+        .args([
+            "standalone",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--bind",
+            bind,
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start catalog-apiserver");
+    // The server logs its address once it is serving: wait for that line, not for a time.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("the server exited before serving")
+            .unwrap();
+        if let Some(at) = line.find("address=") {
+            let rest = &line[at + "address=".len()..];
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, address)
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, address) = spawn(dir.path(), "127.0.0.1:0", extra);
+        Server {
+            dir,
+            address,
+            child: Some(child),
+        }
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let exit = child.wait().unwrap();
+            assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+        }
+    }
+
+    /// Starts the server again on the same address and data directory.
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.stop();
+        let (child, address) = spawn(self.dir.path(), &self.address.clone(), extra);
+        assert_eq!(address, self.address);
+        self.child = Some(child);
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub fn pki(&self, file: &str) -> PathBuf {
+        self.dir.path().join("pki").join(file)
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(kubectl_binary())
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl is installed by scripts/install-peers");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        let output = child.wait_with_output().unwrap();
+        Output {
+            ok: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// A reqwest-free HTTPS client: kubectl's own `get --raw` cannot send arbitrary methods,
+    /// so plain requests go through curl-like code in `http`.
+    pub fn http(&self) -> Http {
+        Http::new(self)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub struct Output {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    #[track_caller]
+    pub fn success(self) -> String {
+        assert!(self.ok, "kubectl failed: {}\n{}", self.stderr, self.stdout);
+        self.stdout
+    }
+
+    #[track_caller]
+    pub fn failure(self) -> String {
+        assert!(
+            !self.ok,
+            "kubectl succeeded but should not have: {}",
+            self.stdout
+        );
+        self.stderr
+    }
+}
+
+/// Raw HTTPS requests with the admin certificate (or none), through kube-rs' client.
+pub struct Http {
+    client: kube::Client,
+}
+
+impl Http {
+    fn new(server: &Server) -> Http {
+        Http {
+            client: kube_client(server),
+        }
+    }
+
+    /// Sends a request; returns the status code, headers and body.
+    pub async fn send(&self, request: http::Request<Vec<u8>>) -> (u16, http::HeaderMap, Vec<u8>) {
+        let response = self
+            .client
+            .send(request.map(kube::client::Body::from))
+            .await
+            .unwrap();
+        let code = response.status().as_u16();
+        let headers = response.headers().clone();
+        use http_body_util::BodyExt;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (code, headers, body)
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, Value) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Content-Type", content_type)
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        let (code, _, body) = self.send(request).await;
+        (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+}
+
+pub fn kube_client(server: &Server) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig()).unwrap();
+    let config = futures::executor::block_on(kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &Default::default(),
+    ))
+    .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+pub const BASE: &str = "/apis/catalog.automotive.io/v1alpha1";
+
+/// A CatalogImage manifest as a user would write it.
+pub fn image_yaml(namespace: &str, name: &str, distro: &str, arch: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: catalog.automotive.io/v1alpha1
+kind: CatalogImage
+metadata:
+  name: {name}
+  namespace: {namespace}
+  labels: {{{labels}}}
+spec:
+  registryUrl: quay.io/automotive/{distro}:{name}
+  tags: [\"10\", latest]
+  verificationInterval: 30m
+  metadata:
+    architecture: {arch}
+    distro: {distro}
+    targets:
+    - {{name: qemu, verified: true}}
+    - {{name: rpi4, verified: false, notes: \"boots, no CAN\"}}
+    bootc: true
+    buildMode: bootc
+    exportFormat: qcow2
+"
+    )
+}
+
+pub fn image_json(namespace: &str, name: &str, distro: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "catalog.automotive.io/v1alpha1",
+        "kind": "CatalogImage",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"distro": distro}},
+        "spec": {"registryUrl": format!("quay.io/automotive/{distro}:{name}"), "metadata": {"distro": distro, "architecture": "x86_64"}},
+    })
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real binary, over its real TLS on a loopback port, driven by the
+//! kubectl binary, kube-rs and plain HTTPS requests.
+
+mod common;
+mod errors;
+mod kube_rs;
+mod kubectl;
+mod lists_and_watches;
