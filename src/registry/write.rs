@@ -2,7 +2,7 @@
 //! decode → server-owned fields → defaults → validation → dry run or one store write.
 
 use bytes::Bytes;
-use catalog_storage::{Op, WriteError};
+use catalog_storage::{Item, Op, WriteError};
 use rand::Rng;
 use serde_json::Value;
 
@@ -147,15 +147,7 @@ impl Registry {
         let (image, warnings) = decode_object(&parse_json(body)?, options.field_validation)?;
         let current = self.get(namespace, name)?;
         let mut written = self
-            .replace(
-                namespace,
-                name,
-                status,
-                image,
-                current.revision,
-                &current.value,
-                options,
-            )
+            .replace(namespace, name, status, image, &current, options)
             .await?;
         written.warnings.extend(warnings);
         Ok(written)
@@ -193,15 +185,7 @@ impl Registry {
             }
             let (image, warnings) = decode_object(&document, options.field_validation)?;
             match self
-                .replace(
-                    namespace,
-                    name,
-                    status,
-                    image,
-                    current.revision,
-                    &current.value,
-                    options,
-                )
+                .replace(namespace, name, status, image, &current, options)
                 .await
             {
                 Err(e) if e.reason == "Conflict" && !patch_names_revision(&patch) => continue,
@@ -215,20 +199,19 @@ impl Registry {
         Err(ApiError::stale(name))
     }
 
-    /// Replaces the object at `revision` (whose bytes are `current`) by `image`, following
-    /// the rules of the main resource or of `/status`.
-    #[allow(clippy::too_many_arguments)]
+    /// Replaces the stored `current` by `image`, following the rules of the main resource or
+    /// of `/status`.
     async fn replace(
         &self,
         namespace: &str,
         name: &str,
         status: bool,
         mut image: CatalogImage,
-        revision: u64,
-        current: &[u8],
+        current: &Item,
         options: WriteOptions,
     ) -> Result<Written, ApiError> {
-        let old = decode_stored(current)?;
+        let revision = current.revision;
+        let old = decode_stored(&current.value)?;
         if image.metadata.name.as_deref().is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -292,7 +275,7 @@ impl Registry {
         if image == old {
             // Nothing changed: no write, no new resourceVersion, as kube-apiserver does.
             return Ok(Written {
-                object: Bytes::copy_from_slice(current),
+                object: current.value.clone(),
                 warnings: Vec::new(),
             });
         }
