@@ -112,58 +112,50 @@ fn create_get_wide_yaml_patch_delete_explain() {
         "{error}"
     );
 
+    let patch = |kind: &str, body: &str| {
+        server
+            .kubectl(&[
+                "patch",
+                "cimg",
+                "autosd10-qemu-arm64",
+                "-n",
+                "automotive",
+                "--type",
+                kind,
+                "-p",
+                body,
+            ])
+            .success()
+    };
+    let jsonpath = |path: &str| {
+        let output = format!("jsonpath={path}");
+        server
+            .kubectl(&[
+                "get",
+                "cimg",
+                "autosd10-qemu-arm64",
+                "-n",
+                "automotive",
+                "-o",
+                &output,
+            ])
+            .success()
+    };
     // A spec change through a merge patch bumps the generation.
-    server
-        .kubectl(&[
-            "patch",
-            "cimg",
-            "autosd10-qemu-arm64",
-            "-n",
-            "automotive",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"tags":["10","stable"]}}"#,
-        ])
-        .success();
-    let generation = server
-        .kubectl(&[
-            "get",
-            "cimg",
-            "autosd10-qemu-arm64",
-            "-n",
-            "automotive",
-            "-o",
-            "jsonpath={.metadata.generation} {.spec.tags}",
-        ])
-        .success();
-    assert_eq!(generation, r#"2 ["10","stable"]"#);
+    patch("merge", r#"{"spec":{"tags":["10","stable"]}}"#);
+    assert_eq!(
+        jsonpath("{.metadata.generation} {.spec.tags}"),
+        r#"2 ["10","stable"]"#
+    );
     // A label change through a JSON patch does not.
-    server
-        .kubectl(&[
-            "patch",
-            "cimg",
-            "autosd10-qemu-arm64",
-            "-n",
-            "automotive",
-            "--type",
-            "json",
-            "-p",
-            r#"[{"op":"add","path":"/metadata/labels/extra","value":"yes"}]"#,
-        ])
-        .success();
-    let generation = server
-        .kubectl(&[
-            "get",
-            "cimg",
-            "autosd10-qemu-arm64",
-            "-n",
-            "automotive",
-            "-o",
-            "jsonpath={.metadata.generation} {.metadata.labels.extra}",
-        ])
-        .success();
-    assert_eq!(generation, "2 yes");
+    patch(
+        "json",
+        r#"[{"op":"add","path":"/metadata/labels/extra","value":"yes"}]"#,
+    );
+    assert_eq!(
+        jsonpath("{.metadata.generation} {.metadata.labels.extra}"),
+        "2 yes"
+    );
 
     let explain = server
         .kubectl(&["explain", "catalogimages.spec.metadata"])
