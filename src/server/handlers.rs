@@ -283,7 +283,7 @@ pub fn watch(
         match (rv, send_initial) {
             (_, Some(true)) => None,
             (None | Some("0"), None) => None,
-            (None, Some(false)) => Some(app.registry.store().revision()),
+            (None | Some("0"), Some(false)) => Some(app.registry.store().revision()),
             (Some(rv), _) => Some(rv.parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!("resourceVersion {rv:?} is not valid"))
             })?),
