@@ -141,3 +141,86 @@ fn rustls_pemfile_der(pem: &[u8]) -> Vec<u8> {
         .decode(body)
         .unwrap()
 }
+
+#[test]
+fn finalizers_hold_an_object_and_deletecollection_selects() {
+    let server = Server::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let http = server.http();
+        let mut held = image_json("fin", "held", "cs9");
+        held["metadata"]["finalizers"] = json!(["catalog.automotive.io/keep"]);
+        assert_eq!(
+            http.request(
+                "POST",
+                &collection("fin"),
+                "application/json",
+                &held.to_string()
+            )
+            .await
+            .0,
+            201
+        );
+        for (name, distro) in [("a", "cs9"), ("b", "cs9"), ("c", "autosd10")] {
+            let body = image_json("fin", name, distro).to_string();
+            assert_eq!(
+                http.request("POST", &collection("fin"), "application/json", &body)
+                    .await
+                    .0,
+                201
+            );
+        }
+        let path = format!("{}/held", collection("fin"));
+        // A stale precondition is refused.
+        let stale = json!({"preconditions": {"resourceVersion": "1000"}}).to_string();
+        assert_status(
+            &http
+                .request("DELETE", &path, "application/json", &stale)
+                .await,
+            409,
+            "Conflict",
+        );
+
+        // Delete with a finalizer: the object stays, marked.
+        let (code, deleting) = http.request("DELETE", &path, "", "").await;
+        assert_eq!(code, 200, "{deleting}");
+        let (code, got) = http.request("GET", &path, "", "").await;
+        assert_eq!(code, 200);
+        assert!(got["metadata"]["deletionTimestamp"].is_string(), "{got}");
+        // Removing the last finalizer deletes it.
+        let patch = json!({"metadata": {"finalizers": null}}).to_string();
+        assert_eq!(
+            http.request("PATCH", &path, "application/merge-patch+json", &patch)
+                .await
+                .0,
+            200
+        );
+        assert_status(&http.request("GET", &path, "", "").await, 404, "NotFound");
+
+        // deletecollection takes exactly what the selector selects.
+        let (code, deleted) = http
+            .request(
+                "DELETE",
+                &format!("{}?labelSelector=distro%3Dcs9", collection("fin")),
+                "",
+                "",
+            )
+            .await;
+        assert_eq!(code, 200, "{deleted}");
+        let names: Vec<&str> = deleted["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        let (_, left) = http.request("GET", &collection("fin"), "", "").await;
+        let names: Vec<&str> = left["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["c"]);
+    });
+}
