@@ -11,10 +11,10 @@ use sha2::{Digest, Sha256};
 use super::App;
 use super::negotiate::{Output, output, wants_aggregated_discovery};
 use super::query::Query;
+use super::render;
 use super::response::{Body, full, json, streamed, with_warnings};
 use super::selectors::Selector;
 use super::status::ApiError;
-use super::table::table;
 use super::watch::{WatchOptions, serve_watch};
 use crate::api::types::{API_VERSION, LIST_KIND};
 use crate::api::{discovery, openapi};
@@ -116,16 +116,12 @@ pub fn get(
 ) -> Result<Response<Body>, ApiError> {
     let format = output(accept(headers), query.get("includeObject"))?;
     let item = app.registry.get(namespace, name)?;
-    Ok(match format {
-        Output::Json => json(StatusCode::OK, item.value),
-        Output::Table(include) => {
-            let rv = item.revision.to_string();
-            json(
-                StatusCode::OK,
-                table(&[item.value], include, &rv, None, true)?.to_string(),
-            )
-        }
-    })
+    Ok(
+        match render::object(format, &item.value, &item.revision.to_string(), true)? {
+            None => json(StatusCode::OK, item.value),
+            Some(rendered) => json(StatusCode::OK, rendered.to_string()),
+        },
+    )
 }
 
 pub fn list_query(namespace: Option<String>, query: &Query) -> Result<ListQuery, ApiError> {
@@ -169,16 +165,15 @@ pub async fn list(
         let page = app.registry.page(&list_query, &cursor, limit)?;
         let token = page.next.as_ref().map(|c| c.token());
         let objects: Vec<Bytes> = page.items.into_iter().map(|i| i.value).collect();
-        return Ok(match format {
-            Output::Table(include) => json(
-                StatusCode::OK,
-                table(&objects, include, &rv, token.as_deref(), true)?.to_string(),
-            ),
-            Output::Json => json(StatusCode::OK, list_body(&objects, &rv, token.as_deref())),
-        });
+        return Ok(
+            match render::list(format, &objects, &rv, token.as_deref())? {
+                Some(rendered) => json(StatusCode::OK, rendered.to_string()),
+                None => json(StatusCode::OK, list_body(&objects, &rv, token.as_deref())),
+            },
+        );
     }
-    if let Output::Table(include) = format {
-        // Tables are for people: read it all, then render.
+    if format != Output::Json {
+        // Tables and metadata lists are rendered whole: read everything, then render.
         let mut objects = Vec::new();
         let mut at = Some(cursor);
         while let Some(cursor) = at {
@@ -186,10 +181,8 @@ pub async fn list(
             objects.extend(page.items.into_iter().map(|i| i.value));
             at = page.next;
         }
-        return Ok(json(
-            StatusCode::OK,
-            table(&objects, include, &rv, None, true)?.to_string(),
-        ));
+        let rendered = render::list(format, &objects, &rv, None)?.expect("not plain JSON");
+        return Ok(json(StatusCode::OK, rendered.to_string()));
     }
     // The whole list, streamed page by page from the stored bytes: nothing is decoded.
     let first = app.registry.page(&list_query, &cursor, STREAM_PAGE)?;

@@ -4,11 +4,11 @@
 mod handlers;
 pub mod negotiate;
 mod query;
+mod render;
 pub mod request;
 mod response;
 pub mod selectors;
 pub mod status;
-mod table;
 pub mod tls;
 mod watch;
 

@@ -14,9 +14,12 @@ pub enum IncludeObject {
 pub enum Output {
     Json,
     Table(IncludeObject),
+    /// PartialObjectMetadata (or ...List for lists) of meta.k8s.io at this version.
+    Metadata(&'static str),
 }
 
-const SUPPORTED: [&str; 2] = [
+const SUPPORTED: [&str; 3] = [
+    "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io",
     "application/json",
     "application/json;as=Table;v=v1;g=meta.k8s.io",
 ];
@@ -94,6 +97,15 @@ pub fn output(accept: Option<&str>, include_object: Option<&str>) -> Result<Outp
                 };
                 return Ok(Output::Table(include));
             }
+            (
+                Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
+                Some("meta.k8s.io"),
+                Some(version),
+            ) => match version {
+                "v1" => return Ok(Output::Metadata("v1")),
+                "v1beta1" => return Ok(Output::Metadata("v1beta1")),
+                _ => continue,
+            },
             _ => continue,
         }
     }
@@ -133,6 +145,11 @@ mod tests {
             .unwrap_err()
             .code,
             406
+        );
+        let metadata = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+        assert_eq!(
+            output(Some(metadata), None).unwrap(),
+            Output::Metadata("v1")
         );
         assert!(wants_aggregated_discovery(Some(
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use super::negotiate::Output;
+use super::render;
 use super::response::{Body, streamed};
-use super::table::table;
 use crate::api::types::{API_VERSION, KIND};
 use crate::registry::{WatchEvent, WatchStream};
 
@@ -45,7 +45,7 @@ impl Encoder {
                 line.push(b'}');
                 line
             }
-            Output::Table(include) => {
+            format => {
                 let rv = serde_json::from_slice::<Value>(object)
                     .ok()
                     .and_then(|o| {
@@ -54,16 +54,10 @@ impl Encoder {
                             .map(str::to_string)
                     })
                     .unwrap_or_default();
-                let table = table(
-                    std::slice::from_ref(object),
-                    include,
-                    &rv,
-                    None,
-                    !self.columns_sent,
-                )
-                .map_err(|e| e.message)?;
+                let rendered = render::object(format, object, &rv, !self.columns_sent)
+                    .map_err(|e| e.message)?;
                 self.columns_sent = true;
-                json!({"type": kind, "object": table})
+                json!({"type": kind, "object": rendered})
                     .to_string()
                     .into_bytes()
             }

@@ -302,3 +302,45 @@ fn tables_and_discovery() {
         assert_eq!(*patch, json!(["application/json-patch+json", "application/merge-patch+json"]));
     });
 }
+
+/// What the namespace controller does for every resource in discovery through client-go's
+/// metadata client: list PartialObjectMetadata, deletecollection, list again until empty.
+#[test]
+fn metadata_lists_as_the_namespace_controller_does() {
+    let server = Server::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let http = server.http();
+        for name in ["a", "b", "c"] {
+            create(&http, "doomed", name, "cs9").await;
+        }
+        create(&http, "kept", "k", "cs9").await;
+        let accept = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+        let list = |accept: &'static str| {
+            let http = &http;
+            async move {
+                let request = http::Request::builder().uri(format!("{BASE}/namespaces/doomed/catalogimages")).header("Accept", accept).body(Vec::new()).unwrap();
+                let (code, _, body) = http.send(request).await;
+                assert_eq!(code, 200);
+                serde_json::from_slice::<Value>(&body).unwrap()
+            }
+        };
+        let metadata = list(accept).await;
+        assert_eq!(metadata["kind"], "PartialObjectMetadataList");
+        assert_eq!(metadata["apiVersion"], "meta.k8s.io/v1");
+        let items = metadata["items"].as_array().unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0]["kind"], "PartialObjectMetadata");
+        assert_eq!(items[0]["metadata"]["namespace"], "doomed");
+        assert!(items[0].get("spec").is_none(), "metadata only");
+        let request = http::Request::builder().uri(format!("{BASE}/namespaces/doomed/catalogimages/a")).header("Accept", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1").body(Vec::new()).unwrap();
+        let (_, _, body) = http.send(request).await;
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["metadata"]["name"], "a");
+
+        let (code, _) = http.request("DELETE", &format!("{BASE}/namespaces/doomed/catalogimages"), "", "").await;
+        assert_eq!(code, 200);
+        assert_eq!(list(accept).await["items"].as_array().unwrap().len(), 0);
+        let (_, kept) = http.request("GET", &format!("{BASE}/catalogimages"), "", "").await;
+        assert_eq!(kept["items"].as_array().unwrap().len(), 1, "other namespaces are untouched");
+    });
+}
