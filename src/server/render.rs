@@ -16,11 +16,7 @@ fn row(bytes: &[u8], include: IncludeObject, now: jiff::Timestamp) -> Result<Val
     let mut row = json!({"cells": cells(&image, now)});
     match include {
         IncludeObject::None => {}
-        IncludeObject::Metadata => {
-            let metadata = serde_json::to_value(&image.metadata)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            row["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata});
-        }
+        IncludeObject::Metadata => row["object"] = partial(bytes, "v1")?,
         IncludeObject::Object => {
             row["object"] =
                 serde_json::from_slice(bytes).map_err(|e| ApiError::internal(e.to_string()))?;
