@@ -241,6 +241,8 @@ impl Registry {
             }
             Some(_) => return Err(ApiError::stale(name)),
         }
+        // Defaults first, so that a spec that differs only by omitted defaults is unchanged.
+        default(&mut image);
         if status {
             // /status writes change nothing but status.
             let new_status = image.status.take();
@@ -270,7 +272,6 @@ impl Registry {
             .or(old.metadata.generate_name.clone());
         meta.self_link = None;
         meta.resource_version = old.metadata.resource_version.clone();
-        default(&mut image);
         check_valid(&image)?;
         if image == old {
             // Nothing changed: no write, no new resourceVersion, as kube-apiserver does.

@@ -40,6 +40,13 @@ fn each_failure_is_a_status_with_its_code() {
         let updated = http.request("PUT", &path, "application/json", &stale.to_string()).await;
         assert_eq!(updated.0, 200, "{}", updated.1);
         assert_eq!(updated.1["metadata"]["generation"], 2);
+        // Replacing with the same spec minus its defaults changes nothing: same generation, same resourceVersion.
+        let mut same = updated.1.clone();
+        same["spec"].as_object_mut().unwrap().remove("verificationInterval");
+        let replaced = http.request("PUT", &path, "application/json", &same.to_string()).await;
+        assert_eq!(replaced.0, 200, "{}", replaced.1);
+        assert_eq!(replaced.1["metadata"]["generation"], 2);
+        assert_eq!(replaced.1["metadata"]["resourceVersion"], updated.1["metadata"]["resourceVersion"]);
         // 404
         assert_status(&http.request("GET", &format!("{}/missing", collection("errs")), "", "").await, 404, "NotFound");
         assert_status(&http.request("GET", "/apis/other.group/v1", "", "").await, 404, "NotFound");
