@@ -6,6 +6,7 @@ use catalog_storage::{Item, ListOptions, Op};
 use serde::Deserialize;
 
 use super::{Registry, decode_stored, encode, key, now, read_error, write_error};
+use crate::api::fields::index_values;
 use crate::server::selectors::Selector;
 use crate::server::status::ApiError;
 
@@ -112,7 +113,7 @@ impl Registry {
             image.metadata.deletion_grace_period_seconds = Some(0);
             image.metadata.generation = Some(image.metadata.generation.unwrap_or(1) + 1);
         }
-        let indexes = Self::indexes(&image);
+        let indexes = index_values(&image);
         Ok(Op::Update {
             key: item.key.clone(),
             expected,

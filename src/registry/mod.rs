@@ -14,7 +14,6 @@ use catalog_storage::{Item, ReadError, Store, WriteError};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::fields::index_values;
 use crate::api::types::{API_VERSION, CatalogImage, KIND};
 use crate::server::status::ApiError;
 
@@ -95,9 +94,5 @@ impl Registry {
             .get(&key(namespace, name))
             .map_err(read_error)?
             .ok_or_else(|| ApiError::not_found(name))
-    }
-
-    fn indexes(image: &CatalogImage) -> Vec<(String, String)> {
-        index_values(image)
     }
 }

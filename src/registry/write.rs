@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::decode::{FieldValidation, decode_object, parse_json};
 use super::{Registry, decode_stored, encode, key, now, write_error};
+use crate::api::fields::index_values;
 use crate::api::types::CatalogImage;
 use crate::api::validate::{Cause, default, validate};
 use crate::server::status::ApiError;
@@ -116,7 +117,7 @@ impl Registry {
             let stored = image.clone();
             let op = Op::Create {
                 key: key(namespace, &name),
-                indexes: Self::indexes(&image),
+                indexes: index_values(&image),
                 value: Box::new(move |revision| encode(&stored, revision)),
             };
             match self.store.write(vec![op]).await {
@@ -300,7 +301,7 @@ impl Registry {
             Op::Update {
                 key,
                 expected: Some(revision),
-                indexes: Self::indexes(&image),
+                indexes: index_values(&image),
                 value: Box::new(move |revision| encode(&stored, revision)),
             }
         };

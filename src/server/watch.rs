@@ -37,7 +37,7 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn event(&mut self, kind: &str, object: &Bytes) -> Result<Bytes, String> {
+    fn event(&mut self, kind: &str, object: &Bytes, revision: u64) -> Result<Bytes, String> {
         let mut line = match self.format {
             Output::Json => {
                 let mut line = format!(r#"{{"type":"{kind}","object":"#).into_bytes();
@@ -46,16 +46,9 @@ impl Encoder {
                 line
             }
             format => {
-                let rv = serde_json::from_slice::<Value>(object)
-                    .ok()
-                    .and_then(|o| {
-                        o["metadata"]["resourceVersion"]
-                            .as_str()
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_default();
-                let rendered = render::object(format, object, &rv, !self.columns_sent)
-                    .map_err(|e| e.message)?;
+                let rendered =
+                    render::object(format, object, &revision.to_string(), !self.columns_sent)
+                        .map_err(|e| e.message)?;
                 self.columns_sent = true;
                 json!({"type": kind, "object": rendered})
                     .to_string()
@@ -89,9 +82,9 @@ pub fn serve_watch(
         loop {
             let chunk = tokio::select! {
                 event = stream.next() => match event {
-                    Ok(WatchEvent::Added(o)) => encoder.event("ADDED", &o),
-                    Ok(WatchEvent::Modified(o)) => encoder.event("MODIFIED", &o),
-                    Ok(WatchEvent::Deleted(o)) => encoder.event("DELETED", &o),
+                    Ok(WatchEvent::Added(o, rv)) => encoder.event("ADDED", &o, rv),
+                    Ok(WatchEvent::Modified(o, rv)) => encoder.event("MODIFIED", &o, rv),
+                    Ok(WatchEvent::Deleted(o, rv)) => encoder.event("DELETED", &o, rv),
                     Ok(WatchEvent::Bookmark { revision, initial_events_end }) => Ok(line(&bookmark(revision, initial_events_end))),
                     Err(e) => {
                         // The watch cannot go on (history compacted, watcher too slow): say why, then end.
