@@ -2,6 +2,7 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::{Batch, Engine, EngineError, View};
 
@@ -14,14 +15,33 @@ fn fail(e: sled::Error) -> EngineError {
 }
 
 impl SledEngine {
+    /// sled 0.34 releases its file lock from a background thread after the last `Db` handle is
+    /// dropped (spacejam/sled#1234), so a reopen right after a close can find the lock still
+    /// held. Opening retries that one error for a bounded time; any other error is returned.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, EngineError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
-            .cache_capacity(cache_bytes as u64)
-            .open()
-            .map_err(fail)?;
-        Ok(SledEngine { db })
+            .cache_capacity(cache_bytes as u64);
+        let give_up = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(SledEngine { db }),
+                Err(e) if is_lock_held(&e) && Instant::now() < give_up => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
     }
+}
+
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// sled reports a held lock as an `Other` I/O error whose text names it.
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 /// sled has no read snapshots: a view reads the live tree.
