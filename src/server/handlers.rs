@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::App;
-use super::negotiate::{Output, output, wants_aggregated_discovery};
+use super::negotiate::{Encoding, Output, encoding, output, wants_aggregated_discovery};
 use super::query::Query;
 use super::render;
-use super::response::{Body, full, json, streamed, with_warnings};
+use super::response::{Body, encoded, full, json, streamed, with_warnings};
 use super::selectors::Selector;
 use super::status::ApiError;
 use super::watch::{WatchOptions, serve_watch};
@@ -114,12 +114,12 @@ pub fn get(
     namespace: &str,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let format = output(accept(headers), query.get("includeObject"))?;
+    let (format, encoding) = output(accept(headers), query.get("includeObject"), false)?;
     let item = app.registry.get(namespace, name)?;
     Ok(
         match render::object(format, &item.value, &item.revision.to_string(), true)? {
-            None => json(StatusCode::OK, item.value),
-            Some(rendered) => json(StatusCode::OK, rendered.to_string()),
+            None => encoded(StatusCode::OK, encoding, item.value),
+            Some(rendered) => encoded(StatusCode::OK, encoding, rendered.to_string()),
         },
     )
 }
@@ -157,7 +157,7 @@ pub async fn list(
     query: &Query,
     namespace: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
-    let format = output(accept(headers), query.get("includeObject"))?;
+    let (format, encoding) = output(accept(headers), query.get("includeObject"), false)?;
     let list_query = list_query(namespace, query)?;
     let cursor = app.registry.start(&list_query)?;
     let rv = cursor.revision.to_string();
@@ -167,13 +167,17 @@ pub async fn list(
         let objects: Vec<Bytes> = page.items.into_iter().map(|i| i.value).collect();
         return Ok(
             match render::list(format, &objects, &rv, token.as_deref())? {
-                Some(rendered) => json(StatusCode::OK, rendered.to_string()),
-                None => json(StatusCode::OK, list_body(&objects, &rv, token.as_deref())),
+                Some(rendered) => encoded(StatusCode::OK, encoding, rendered.to_string()),
+                None => encoded(
+                    StatusCode::OK,
+                    encoding,
+                    list_body(&objects, &rv, token.as_deref()),
+                ),
             },
         );
     }
-    if format != Output::Json {
-        // Tables and metadata lists are rendered whole: read everything, then render.
+    if (format, encoding) != (Output::Json, Encoding::Json) {
+        // Tables, metadata lists and YAML are rendered whole: read everything, then render.
         let mut objects = Vec::new();
         let mut at = Some(cursor);
         while let Some(cursor) = at {
@@ -181,8 +185,11 @@ pub async fn list(
             objects.extend(page.items.into_iter().map(|i| i.value));
             at = page.next;
         }
-        let rendered = render::list(format, &objects, &rv, None)?.expect("not plain JSON");
-        return Ok(json(StatusCode::OK, rendered.to_string()));
+        let body = match render::list(format, &objects, &rv, None)? {
+            Some(rendered) => Bytes::from(rendered.to_string()),
+            None => list_body(&objects, &rv, None),
+        };
+        return Ok(encoded(StatusCode::OK, encoding, body));
     }
     // The whole list, streamed page by page from the stored bytes: nothing is decoded.
     let first = app.registry.page(&list_query, &cursor, STREAM_PAGE)?;
@@ -250,7 +257,7 @@ pub fn watch(
     query: &Query,
     namespace: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
-    let format = output(accept(headers), query.get("includeObject"))?;
+    let (format, _) = output(accept(headers), query.get("includeObject"), true)?;
     let list_query = list_query(namespace, query)?;
     let rv = list_query
         .resource_version
@@ -305,11 +312,12 @@ fn write_options(query: &Query) -> Result<WriteOptions, ApiError> {
     })
 }
 
-fn written(code: StatusCode, written: Written) -> Response<Body> {
-    with_warnings(json(code, written.object), &written.warnings)
+fn written(headers: &HeaderMap, code: StatusCode, written: Written) -> Response<Body> {
+    let response = encoded(code, encoding(accept(headers)), written.object);
+    with_warnings(response, &written.warnings)
 }
 
-const WRITE_TYPES: [&str; 1] = ["application/json"];
+const WRITE_TYPES: [&str; 2] = ["application/json", "application/yaml"];
 
 fn content_type(headers: &HeaderMap) -> &str {
     headers
@@ -320,11 +328,19 @@ fn content_type(headers: &HeaderMap) -> &str {
         .trim()
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+/// A create or update body as JSON: JSON as sent, YAML converted.
+fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Bytes, ApiError> {
     match content_type(headers) {
-        "application/json" | "" | "*/*" => Ok(()),
+        "application/json" | "" | "*/*" => Ok(Bytes::copy_from_slice(body)),
+        "application/yaml" => yaml_to_json(body),
         other => Err(ApiError::unsupported_media_type(other, &WRITE_TYPES)),
     }
+}
+
+fn yaml_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
+    let value: Value = serde_yaml_ng::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
+    Ok(Bytes::from(value.to_string()))
 }
 
 pub async fn create(
@@ -334,12 +350,12 @@ pub async fn create(
     namespace: &str,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    require_json(headers)?;
+    let body = json_body(headers, body)?;
     let result = app
         .registry
-        .create(namespace, body, write_options(query)?)
+        .create(namespace, &body, write_options(query)?)
         .await?;
-    Ok(written(StatusCode::CREATED, result))
+    Ok(written(headers, StatusCode::CREATED, result))
 }
 
 pub async fn update(
@@ -351,12 +367,12 @@ pub async fn update(
     status: bool,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    require_json(headers)?;
+    let body = json_body(headers, body)?;
     let result = app
         .registry
-        .update(namespace, name, status, body, write_options(query)?)
+        .update(namespace, name, status, &body, write_options(query)?)
         .await?;
-    Ok(written(StatusCode::OK, result))
+    Ok(written(headers, StatusCode::OK, result))
 }
 
 pub async fn patch(
@@ -382,11 +398,12 @@ pub async fn patch(
         .registry
         .patch(namespace, name, status, kind, body, write_options(query)?)
         .await?;
-    Ok(written(StatusCode::OK, result))
+    Ok(written(headers, StatusCode::OK, result))
 }
 
 pub async fn delete(
     app: &App,
+    headers: &HeaderMap,
     query: &Query,
     namespace: &str,
     name: &str,
@@ -400,11 +417,12 @@ pub async fn delete(
         .registry
         .delete(namespace, name, &options, query.dry_run()?)
         .await?;
-    Ok(json(StatusCode::OK, object))
+    Ok(encoded(StatusCode::OK, encoding(accept(headers)), object))
 }
 
 pub async fn delete_collection(
     app: &App,
+    headers: &HeaderMap,
     query: &Query,
     namespace: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
@@ -413,8 +431,9 @@ pub async fn delete_collection(
         .registry
         .delete_collection(namespace.as_deref(), &selector, query.dry_run()?)
         .await?;
-    Ok(json(
+    Ok(encoded(
         StatusCode::OK,
+        encoding(accept(headers)),
         list_body(&objects, &revision.to_string(), None),
     ))
 }

@@ -87,9 +87,15 @@ impl App {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let started = std::time::Instant::now();
+        let encoding = negotiate::encoding(
+            request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
+        );
         let response = match self.route(request, peer).await {
             Ok(response) => response,
-            Err(e) => error(&e),
+            Err(e) => error(&e, encoding),
         };
         tracing::debug!(%method, %path, code = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
         response
@@ -134,7 +140,7 @@ impl App {
                     None => Err(ApiError::method_not_allowed(&parts.method)),
                 },
                 "deletecollection" => {
-                    handlers::delete_collection(self, &query, namespace.clone()).await
+                    handlers::delete_collection(self, headers, &query, namespace.clone()).await
                 }
                 _ => Err(ApiError::method_not_allowed(&parts.method)),
             },
@@ -153,7 +159,9 @@ impl App {
                 ("patch", _) => {
                     handlers::patch(self, headers, &query, namespace, name, *status, &body).await
                 }
-                ("delete", false) => handlers::delete(self, &query, namespace, name, &body).await,
+                ("delete", false) => {
+                    handlers::delete(self, headers, &query, namespace, name, &body).await
+                }
                 _ => Err(ApiError::method_not_allowed(&parts.method)),
             },
             _ => Err(ApiError::method_not_allowed(&parts.method)),

@@ -10,6 +10,22 @@ pub enum IncludeObject {
     Object,
 }
 
+/// How a response body is written: JSON, or YAML as kube-apiserver serves `application/yaml`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Yaml,
+}
+
+impl Encoding {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::Yaml => "application/yaml",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     Json,
@@ -18,10 +34,11 @@ pub enum Output {
     Metadata(&'static str),
 }
 
-const SUPPORTED: [&str; 3] = [
+const SUPPORTED: [&str; 4] = [
     "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io",
     "application/json",
     "application/json;as=Table;v=v1;g=meta.k8s.io",
+    "application/yaml",
 ];
 
 /// One media range of an Accept header: type/subtype and its parameters.
@@ -73,19 +90,27 @@ pub fn wants_aggregated_discovery(accept: Option<&str>) -> bool {
     false
 }
 
-/// The representation for an object or list response. `include_object` is the query parameter.
-pub fn output(accept: Option<&str>, include_object: Option<&str>) -> Result<Output, ApiError> {
+/// The representation and encoding for an object or list response. `include_object` is the
+/// query parameter; `streaming` (watch) rules YAML out, as kube-apiserver has no YAML stream
+/// serializer.
+pub fn output(
+    accept: Option<&str>,
+    include_object: Option<&str>,
+    streaming: bool,
+) -> Result<(Output, Encoding), ApiError> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
-        return Ok(Output::Json);
+        return Ok((Output::Json, Encoding::Json));
     };
     for range in media_ranges(accept) {
-        if !matches!(range.essence, "application/json" | "*/*" | "application/*") {
-            continue; // protobuf, yaml, cbor...: not served here, try the next one
-        }
-        match (range.param("as"), range.param("g"), range.param("v")) {
-            (None, _, _) => return Ok(Output::Json),
+        let encoding = match range.essence {
+            "application/json" | "*/*" | "application/*" => Encoding::Json,
+            "application/yaml" if !streaming => Encoding::Yaml,
+            _ => continue, // protobuf, cbor...: not served here, try the next one
+        };
+        let format = match (range.param("as"), range.param("g"), range.param("v")) {
+            (None, _, _) => Output::Json,
             (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) => {
-                let include = match include_object {
+                Output::Table(match include_object {
                     None | Some("") | Some("Metadata") => IncludeObject::Metadata,
                     Some("None") => IncludeObject::None,
                     Some("Object") => IncludeObject::Object,
@@ -94,22 +119,30 @@ pub fn output(accept: Option<&str>, include_object: Option<&str>) -> Result<Outp
                             "unsupported includeObject {other:?}"
                         )));
                     }
-                };
-                return Ok(Output::Table(include));
+                })
             }
             (
                 Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
                 Some("meta.k8s.io"),
-                Some(version),
-            ) => match version {
-                "v1" => return Ok(Output::Metadata("v1")),
-                "v1beta1" => return Ok(Output::Metadata("v1beta1")),
-                _ => continue,
-            },
+                Some("v1"),
+            ) => Output::Metadata("v1"),
+            (
+                Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
+                Some("meta.k8s.io"),
+                Some("v1beta1"),
+            ) => Output::Metadata("v1beta1"),
             _ => continue,
-        }
+        };
+        return Ok((format, encoding));
     }
     Err(ApiError::not_acceptable(&SUPPORTED))
+}
+
+/// The encoding for a response that is always a plain object (Status, written objects).
+pub fn encoding(accept: Option<&str>) -> Encoding {
+    output(accept, None, false)
+        .map(|(_, encoding)| encoding)
+        .unwrap_or(Encoding::Json)
 }
 
 #[cfg(test)]
@@ -120,27 +153,35 @@ mod tests {
     fn accept_headers() {
         let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(
-            output(Some(table), None).unwrap(),
+            output(Some(table), None, false).unwrap().0,
             Output::Table(IncludeObject::Metadata)
         );
         assert_eq!(
-            output(Some(table), Some("Object")).unwrap(),
+            output(Some(table), Some("Object"), false).unwrap().0,
             Output::Table(IncludeObject::Object)
         );
-        assert_eq!(output(None, None).unwrap(), Output::Json);
-        assert_eq!(output(Some("*/*"), None).unwrap(), Output::Json);
+        assert_eq!(output(None, None, false).unwrap(), (Output::Json, Encoding::Json));
+        assert_eq!(output(Some("*/*"), None, true).unwrap().0, Output::Json);
+        assert_eq!(
+            output(Some("application/yaml"), None, false).unwrap(),
+            (Output::Json, Encoding::Yaml)
+        );
+        assert_eq!(output(Some("application/yaml"), None, true).unwrap_err().code, 406);
         assert_eq!(
             output(
                 Some("application/vnd.kubernetes.protobuf, application/json"),
-                None
+                None,
+                false
             )
-            .unwrap(),
+            .unwrap()
+            .0,
             Output::Json
         );
         assert_eq!(
             output(
-                Some("application/vnd.kubernetes.protobuf").filter(|_| true),
-                None
+                Some("application/vnd.kubernetes.protobuf"),
+                None,
+                false
             )
             .unwrap_err()
             .code,
@@ -148,7 +189,7 @@ mod tests {
         );
         let metadata = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
         assert_eq!(
-            output(Some(metadata), None).unwrap(),
+            output(Some(metadata), None, false).unwrap().0,
             Output::Metadata("v1")
         );
         assert!(wants_aggregated_discovery(Some(

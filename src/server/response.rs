@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
+use super::negotiate::Encoding;
 use super::status::ApiError;
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -27,8 +28,26 @@ pub fn json(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     full(code, "application/json", body)
 }
 
-pub fn error(e: &ApiError) -> Response<Body> {
-    json(e.code, e.to_status().to_string())
+/// An object, list or Status in the negotiated encoding. YAML is converted from the JSON; its
+/// keys come out sorted, as sigs.k8s.io/yaml writes them for kube-apiserver.
+pub fn encoded(code: StatusCode, encoding: Encoding, body: impl Into<Bytes>) -> Response<Body> {
+    let body = body.into();
+    match encoding {
+        Encoding::Json => json(code, body),
+        Encoding::Yaml => match to_yaml(&body) {
+            Ok(yaml) => full(code, encoding.content_type(), yaml),
+            Err(e) => error(&ApiError::internal(e), Encoding::Json),
+        },
+    }
+}
+
+fn to_yaml(json: &[u8]) -> Result<String, String> {
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    serde_yaml_ng::to_string(&value).map_err(|e| e.to_string())
+}
+
+pub fn error(e: &ApiError, encoding: Encoding) -> Response<Body> {
+    encoded(e.code, encoding, e.to_status().to_string())
 }
 
 /// A body fed by a channel: each message is one chunk (HTTP/1.1 chunked, HTTP/2 data frame).

@@ -3,6 +3,7 @@
 
 mod common;
 mod errors;
+mod fidelity;
 mod kube_rs;
 mod kubectl;
 mod lists_and_watches;
