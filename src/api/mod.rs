@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod fields;
 pub mod openapi;
+pub mod shape;
 pub mod table;
 pub mod types;
 pub mod validate;

@@ -12,9 +12,10 @@ use super::types::*;
 
 /// Prefix of the names of our own schemas, in the style of Kubernetes' reversed-group names.
 const SCHEMA_PREFIX: &str = "io.automotive.catalog.v1alpha1.";
-pub const PATCH_CONTENT_TYPES: [&str; 2] = [
+pub const PATCH_CONTENT_TYPES: [&str; 3] = [
     "application/json-patch+json",
     "application/merge-patch+json",
+    "application/apply-patch+yaml",
 ];
 
 fn ours(name: &str) -> String {

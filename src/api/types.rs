@@ -50,12 +50,14 @@ pub struct CatalogImageSpec {
     pub digest: Option<String>,
     /// Tags of this image; the field selector spec.tags=X matches when X is one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub tags: Vec<String>,
     /// A kubernetes.io/dockerconfigjson Secret with credentials for the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret_ref: Option<SecretReference>,
     /// More kubernetes.io/dockerconfigjson Secrets, in the entry's namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub image_pull_secrets: Vec<LocalObjectReference>,
     /// How often to re-verify, as a Go duration (90s, 30m, 1h30m). Default 1h, minimum 1m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +107,7 @@ pub struct ImageMetadata {
     pub distro_version: Option<String>,
     /// Hardware targets the image is built for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub targets: Vec<HardwareTarget>,
     /// Whether the image is bootc-capable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,6 +164,7 @@ pub struct CatalogImageStatus {
     pub phase: Option<Phase>,
     /// Verified, Available and Ready, with reasons and messages a person can act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// What the registry says about the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]

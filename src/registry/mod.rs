@@ -3,9 +3,12 @@
 //! optimistic concurrency), and the translation of objects to the store's keys, bytes and index
 //! values. Every write, from a user or from the verification loop, goes through here.
 
+mod apply;
 mod decode;
 mod delete;
+mod fieldset;
 mod list;
+mod managed;
 mod watch;
 mod write;
 
@@ -17,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::types::{API_VERSION, CatalogImage, KIND};
 use crate::server::status::ApiError;
 
+pub use apply::ApplyOptions;
 pub use decode::FieldValidation;
 pub use delete::DeleteOptions;
 pub use list::{ListQuery, RevisionMatch};

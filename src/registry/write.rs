@@ -6,17 +6,22 @@ use catalog_storage::{Item, Op, WriteError};
 use rand::Rng;
 use serde_json::Value;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
 use super::decode::{FieldValidation, decode_object, parse_json};
+use super::managed::{Writer, record_update, starting_managers};
 use super::{Registry, decode_stored, encode, key, now, write_error};
 use crate::api::fields::index_values;
 use crate::api::types::CatalogImage;
 use crate::api::validate::{Cause, default, validate};
 use crate::server::status::ApiError;
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// The field manager the write is recorded under in managedFields.
+    pub manager: String,
 }
 
 /// The object as written (its stored bytes) and the warnings to send with it.
@@ -63,9 +68,22 @@ impl Registry {
         &self,
         namespace: &str,
         body: &[u8],
-        options: WriteOptions,
+        options: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let (mut image, warnings) = decode_object(&parse_json(body)?, options.field_validation)?;
+        let (image, warnings) = decode_object(&parse_json(body)?, options.field_validation)?;
+        self.insert(namespace, image, warnings, options, false)
+            .await
+    }
+
+    /// Creates `image`; `applied` when server-side apply has already set its managedFields.
+    pub(super) async fn insert(
+        &self,
+        namespace: &str,
+        mut image: CatalogImage,
+        warnings: Vec<String>,
+        options: &WriteOptions,
+        applied: bool,
+    ) -> Result<Written, ApiError> {
         match image.metadata.namespace.as_deref() {
             Some(ns) if !ns.is_empty() && ns != namespace => {
                 return Err(ApiError::bad_request(
@@ -92,6 +110,13 @@ impl Registry {
         // Status is written through /status only.
         image.status = None;
         default(&mut image);
+        if !applied {
+            let writer = Writer {
+                manager: &options.manager,
+                status: false,
+            };
+            image.metadata.managed_fields = record(&image, None, &writer);
+        }
         // kube-apiserver retries a generated name that happens to be taken.
         for _ in 0..8 {
             if generate {
@@ -143,12 +168,12 @@ impl Registry {
         name: &str,
         status: bool,
         body: &[u8],
-        options: WriteOptions,
+        options: &WriteOptions,
     ) -> Result<Written, ApiError> {
         let (image, warnings) = decode_object(&parse_json(body)?, options.field_validation)?;
         let current = self.get(namespace, name)?;
         let mut written = self
-            .replace(namespace, name, status, image, &current, options)
+            .replace(namespace, name, status, image, &current, options, false)
             .await?;
         written.warnings.extend(warnings);
         Ok(written)
@@ -163,7 +188,7 @@ impl Registry {
         status: bool,
         kind: PatchKind,
         body: &[u8],
-        options: WriteOptions,
+        options: &WriteOptions,
     ) -> Result<Written, ApiError> {
         let patch = parse_json(body)?;
         for _ in 0..PATCH_RETRIES {
@@ -186,7 +211,7 @@ impl Registry {
             }
             let (image, warnings) = decode_object(&document, options.field_validation)?;
             match self
-                .replace(namespace, name, status, image, &current, options)
+                .replace(namespace, name, status, image, &current, options, false)
                 .await
             {
                 Err(e) if e.reason == "Conflict" && !patch_names_revision(&patch) => continue,
@@ -201,15 +226,17 @@ impl Registry {
     }
 
     /// Replaces the stored `current` by `image`, following the rules of the main resource or
-    /// of `/status`.
-    async fn replace(
+    /// of `/status`; `applied` when server-side apply has already set its managedFields.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn replace(
         &self,
         namespace: &str,
         name: &str,
         status: bool,
         mut image: CatalogImage,
         current: &Item,
-        options: WriteOptions,
+        options: &WriteOptions,
+        applied: bool,
     ) -> Result<Written, ApiError> {
         let revision = current.revision;
         let old = decode_stored(&current.value)?;
@@ -273,6 +300,13 @@ impl Registry {
             .or(old.metadata.generate_name.clone());
         meta.self_link = None;
         meta.resource_version = old.metadata.resource_version.clone();
+        if !applied {
+            let writer = Writer {
+                manager: &options.manager,
+                status,
+            };
+            image.metadata.managed_fields = record(&image, Some(&old), &writer);
+        }
         check_valid(&image)?;
         if image == old {
             // Nothing changed: no write, no new resourceVersion, as kube-apiserver does.
@@ -322,7 +356,35 @@ impl Registry {
     }
 }
 
-fn patch_names_revision(patch: &Value) -> bool {
+/// The managedFields of `image` after its writer's non-apply write from `old` (None: create).
+fn record(
+    image: &CatalogImage,
+    old: Option<&CatalogImage>,
+    writer: &Writer,
+) -> Option<Vec<ManagedFieldsEntry>> {
+    let stored = old.and_then(|o| o.metadata.managed_fields.as_deref());
+    let managers = starting_managers(image.metadata.managed_fields.as_deref(), stored)?;
+    let old = old.map_or_else(|| Value::Object(Default::default()), without_managed_fields);
+    record_update(
+        managers,
+        &old,
+        &without_managed_fields(image),
+        writer,
+        &now(),
+    )
+    .encode()
+}
+
+/// An object as JSON, without its managedFields: what field ownership is computed over.
+pub(super) fn without_managed_fields(image: &CatalogImage) -> Value {
+    let mut value = serde_json::to_value(image).expect("a CatalogImage always serialises");
+    if let Some(Value::Object(metadata)) = value.get_mut("metadata") {
+        metadata.remove("managedFields");
+    }
+    value
+}
+
+pub(super) fn patch_names_revision(patch: &Value) -> bool {
     match patch {
         Value::Object(_) => patch.pointer("/metadata/resourceVersion").is_some(),
         Value::Array(operations) => operations

@@ -19,7 +19,8 @@ use super::watch::{WatchOptions, serve_watch};
 use crate::api::types::{API_VERSION, LIST_KIND};
 use crate::api::{discovery, openapi};
 use crate::registry::{
-    DeleteOptions, FieldValidation, ListQuery, PatchKind, RevisionMatch, WriteOptions, Written,
+    ApplyOptions, DeleteOptions, FieldValidation, ListQuery, PatchKind, RevisionMatch,
+    WriteOptions, Written,
 };
 
 /// Items read per store page while streaming a list with no limit.
@@ -305,11 +306,55 @@ pub fn watch(
     Ok(serve_watch(stream, options, app.shutdown.clone()))
 }
 
-fn write_options(query: &Query) -> Result<WriteOptions, ApiError> {
+fn write_options(headers: &HeaderMap, query: &Query) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run: query.dry_run()?,
         field_validation: FieldValidation::parse(query.get("fieldValidation"))?,
+        manager: field_manager(headers, query)?,
     })
+}
+
+/// The field manager of a write: `fieldManager`, else the User-Agent's product name, as
+/// kube-apiserver names writers that do not say (kubectl-edit, kube-controller-manager, ...).
+fn field_manager(headers: &HeaderMap, query: &Query) -> Result<String, ApiError> {
+    match query.get("fieldManager") {
+        Some(manager) if manager.len() > 128 => Err(invalid_option(
+            "fieldManager",
+            "must be no more than 128 characters",
+        )),
+        Some(manager) if manager.chars().any(|c| c.is_control()) => Err(invalid_option(
+            "fieldManager",
+            "must only contain printable characters",
+        )),
+        Some(manager) if !manager.is_empty() => Ok(manager.to_string()),
+        _ => {
+            let agent = headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let product: String = agent
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(128)
+                .collect();
+            Ok(product)
+        }
+    }
+}
+
+/// 422 for a bad write option, shaped as kube-apiserver reports invalid PatchOptions.
+fn invalid_option(field: &'static str, why: &str) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {why}"),
+    );
+    error.details = Some(
+        json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": "FieldValueInvalid", "message": why, "field": field}]}),
+    );
+    error
 }
 
 fn written(headers: &HeaderMap, code: StatusCode, written: Written) -> Response<Body> {
@@ -353,7 +398,7 @@ pub async fn create(
     let body = json_body(headers, body)?;
     let result = app
         .registry
-        .create(namespace, &body, write_options(query)?)
+        .create(namespace, &body, &write_options(headers, query)?)
         .await?;
     Ok(written(headers, StatusCode::CREATED, result))
 }
@@ -370,7 +415,13 @@ pub async fn update(
     let body = json_body(headers, body)?;
     let result = app
         .registry
-        .update(namespace, name, status, &body, write_options(query)?)
+        .update(
+            namespace,
+            name,
+            status,
+            &body,
+            &write_options(headers, query)?,
+        )
         .await?;
     Ok(written(headers, StatusCode::OK, result))
 }
@@ -384,7 +435,29 @@ pub async fn patch(
     status: bool,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
+    let write = write_options(headers, query)?;
+    let force = query
+        .get("force")
+        .map(|_| query.flag("force"))
+        .transpose()?;
     let kind = match content_type(headers) {
+        "application/apply-patch+yaml" => {
+            if query.get("fieldManager").is_none_or(str::is_empty) {
+                return Err(invalid_option(
+                    "fieldManager",
+                    "Required value: is required for apply patch",
+                ));
+            }
+            let options = ApplyOptions {
+                force: force.unwrap_or(false),
+                write,
+            };
+            let result = app
+                .registry
+                .apply(namespace, name, status, body, &options)
+                .await?;
+            return Ok(written(headers, StatusCode::OK, result));
+        }
         "application/json-patch+json" => PatchKind::Json,
         "application/merge-patch+json" => PatchKind::Merge,
         other => {
@@ -394,9 +467,15 @@ pub async fn patch(
             ));
         }
     };
+    if force.is_some() {
+        return Err(invalid_option(
+            "force",
+            "Forbidden: may not be specified for non-apply patch",
+        ));
+    }
     let result = app
         .registry
-        .patch(namespace, name, status, kind, body, write_options(query)?)
+        .patch(namespace, name, status, kind, body, &write)
         .await?;
     Ok(written(headers, StatusCode::OK, result))
 }

@@ -160,13 +160,21 @@ mod tests {
             output(Some(table), Some("Object"), false).unwrap().0,
             Output::Table(IncludeObject::Object)
         );
-        assert_eq!(output(None, None, false).unwrap(), (Output::Json, Encoding::Json));
+        assert_eq!(
+            output(None, None, false).unwrap(),
+            (Output::Json, Encoding::Json)
+        );
         assert_eq!(output(Some("*/*"), None, true).unwrap().0, Output::Json);
         assert_eq!(
             output(Some("application/yaml"), None, false).unwrap(),
             (Output::Json, Encoding::Yaml)
         );
-        assert_eq!(output(Some("application/yaml"), None, true).unwrap_err().code, 406);
+        assert_eq!(
+            output(Some("application/yaml"), None, true)
+                .unwrap_err()
+                .code,
+            406
+        );
         assert_eq!(
             output(
                 Some("application/vnd.kubernetes.protobuf, application/json"),
@@ -178,13 +186,9 @@ mod tests {
             Output::Json
         );
         assert_eq!(
-            output(
-                Some("application/vnd.kubernetes.protobuf"),
-                None,
-                false
-            )
-            .unwrap_err()
-            .code,
+            output(Some("application/vnd.kubernetes.protobuf"), None, false)
+                .unwrap_err()
+                .code,
             406
         );
         let metadata = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";

@@ -31,8 +31,12 @@ fn yaml_in_and_out() {
     runtime().block_on(async {
         let http = server.http();
         let manifest = image_yaml("yaml", "one", "cs9", "x86_64", "tier: gold");
-        let yaml = [("Content-Type", "application/yaml"), ("Accept", "application/yaml")];
-        let (code, headers, body) = send(&http, "POST", &collection("yaml"), &yaml, &manifest).await;
+        let yaml = [
+            ("Content-Type", "application/yaml"),
+            ("Accept", "application/yaml"),
+        ];
+        let (code, headers, body) =
+            send(&http, "POST", &collection("yaml"), &yaml, &manifest).await;
         assert_eq!(code, 201, "{body}");
         assert_eq!(headers["content-type"], "application/yaml");
         let created: Value = serde_yaml_ng::from_str(&body).unwrap();
@@ -43,9 +47,17 @@ fn yaml_in_and_out() {
         let accept_yaml = [("Accept", "application/yaml")];
         let (code, _, body) = send(&http, "GET", &path, &accept_yaml, "").await;
         assert_eq!(code, 200);
-        assert!(body.starts_with("apiVersion: catalog.automotive.io/v1alpha1\nkind: CatalogImage\nmetadata:\n"), "{body}");
+        assert!(
+            body.starts_with(
+                "apiVersion: catalog.automotive.io/v1alpha1\nkind: CatalogImage\nmetadata:\n"
+            ),
+            "{body}"
+        );
         let (_, _, json) = send(&http, "GET", &path, &[], "").await;
-        assert_eq!(serde_yaml_ng::from_str::<Value>(&body).unwrap(), serde_json::from_str::<Value>(&json).unwrap());
+        assert_eq!(
+            serde_yaml_ng::from_str::<Value>(&body).unwrap(),
+            serde_json::from_str::<Value>(&json).unwrap()
+        );
 
         let (code, _, body) = send(&http, "GET", &collection("yaml"), &accept_yaml, "").await;
         assert_eq!(code, 200);
@@ -54,21 +66,237 @@ fn yaml_in_and_out() {
         assert_eq!(list["items"][0]["metadata"]["name"], "one");
 
         // Errors come back as a Status in YAML too.
-        let (code, headers, body) = send(&http, "GET", &format!("{}/none", collection("yaml")), &accept_yaml, "").await;
-        assert_eq!((code, &headers["content-type"]), (404, &"application/yaml".parse().unwrap()));
+        let (code, headers, body) = send(
+            &http,
+            "GET",
+            &format!("{}/none", collection("yaml")),
+            &accept_yaml,
+            "",
+        )
+        .await;
+        assert_eq!(
+            (code, &headers["content-type"]),
+            (404, &"application/yaml".parse().unwrap())
+        );
         let status: Value = serde_yaml_ng::from_str(&body).unwrap();
-        assert_eq!((status["kind"].as_str(), status["reason"].as_str()), (Some("Status"), Some("NotFound")));
+        assert_eq!(
+            (status["kind"].as_str(), status["reason"].as_str()),
+            (Some("Status"), Some("NotFound"))
+        );
 
         // A watch has no YAML form (kube-apiserver has no YAML stream serializer): 406, unless JSON is also acceptable.
         let watch = format!("{}?watch=true&timeoutSeconds=1", collection("yaml"));
         let (code, _, _) = send(&http, "GET", &watch, &accept_yaml, "").await;
         assert_eq!(code, 406);
-        let (code, _, body) = send(&http, "GET", &watch, &[("Accept", "application/yaml, application/json")], "").await;
+        let (code, _, body) = send(
+            &http,
+            "GET",
+            &watch,
+            &[("Accept", "application/yaml, application/json")],
+            "",
+        )
+        .await;
         assert_eq!(code, 200);
         assert!(body.contains(r#""type":"ADDED""#), "{body}");
 
         // Bad YAML is a 400 Status.
-        let (code, _, body) = send(&http, "POST", &collection("yaml"), &[("Content-Type", "application/yaml")], "metadata: [unclosed").await;
+        let (code, _, body) = send(
+            &http,
+            "POST",
+            &collection("yaml"),
+            &[("Content-Type", "application/yaml")],
+            "metadata: [unclosed",
+        )
+        .await;
         assert_eq!(code, 400, "{body}");
+    });
+}
+
+fn managers(object: &Value) -> Vec<(String, String)> {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["manager"].as_str().unwrap().to_string(),
+                m["operation"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn server_side_apply_with_kubectl_owns_fields_and_reports_conflicts() {
+    let server = Server::start();
+    let get = |name: &str| -> Value {
+        let out = server
+            .kubectl(&[
+                "get",
+                "cimg",
+                name,
+                "-n",
+                "ssa",
+                "-o",
+                "json",
+                "--show-managed-fields",
+            ])
+            .success();
+        serde_json::from_str(&out).unwrap()
+    };
+    let alice = image_yaml("ssa", "one", "cs9", "x86_64", "tier: gold");
+    let out = server
+        .kubectl_with_stdin(
+            &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
+            Some(&alice),
+        )
+        .success();
+    assert!(out.contains("serverside-applied"), "{out}");
+    let object = get("one");
+    assert_eq!(
+        managers(&object),
+        [("alice".to_string(), "Apply".to_string())]
+    );
+    let fields = &object["metadata"]["managedFields"][0]["fieldsV1"];
+    assert_eq!(fields["f:spec"]["f:registryUrl"], serde_json::json!({}));
+    assert_eq!(
+        fields["f:spec"]["f:metadata"]["f:targets"]["k:{\"name\":\"qemu\"}"]["."],
+        serde_json::json!({})
+    );
+    assert_eq!(
+        fields["f:metadata"]["f:labels"]["f:tier"],
+        serde_json::json!({})
+    );
+
+    // Bob applies another registryUrl: a conflict naming alice and the field.
+    let bob = "apiVersion: catalog.automotive.io/v1alpha1\nkind: CatalogImage\nmetadata: {name: one, namespace: ssa}\nspec:\n  registryUrl: quay.io/automotive/cs9:bob\n  tags: [bob]\n";
+    let err = server
+        .kubectl_with_stdin(
+            &["apply", "--server-side", "--field-manager=bob", "-f", "-"],
+            Some(bob),
+        )
+        .failure();
+    assert!(
+        err.contains("conflict with \"alice\"") && err.contains(".spec.registryUrl"),
+        "{err}"
+    );
+    assert_eq!(
+        get("one")["spec"]["registryUrl"],
+        "quay.io/automotive/cs9:one"
+    );
+
+    // Forced, bob takes the field; the tag set is shared item by item.
+    server
+        .kubectl_with_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=bob",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ],
+            Some(bob),
+        )
+        .success();
+    let object = get("one");
+    assert_eq!(object["spec"]["registryUrl"], "quay.io/automotive/cs9:bob");
+    assert_eq!(
+        object["spec"]["tags"],
+        serde_json::json!(["10", "latest", "bob"])
+    );
+    let owners = object["metadata"]["managedFields"].as_array().unwrap();
+    let owner_of_url: Vec<&str> = owners
+        .iter()
+        .filter(|m| m["fieldsV1"]["f:spec"].get("f:registryUrl").is_some())
+        .map(|m| m["manager"].as_str().unwrap())
+        .collect();
+    assert_eq!(owner_of_url, ["bob"]);
+
+    // Alice drops a target from her configuration: it is removed, since nobody else owns it.
+    let alice_fewer = alice
+        .replace(
+            "    - {name: rpi4, verified: false, notes: \"boots, no CAN\"}\n",
+            "",
+        )
+        .replace("quay.io/automotive/cs9:one", "quay.io/automotive/cs9:bob");
+    server
+        .kubectl_with_stdin(
+            &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
+            Some(&alice_fewer),
+        )
+        .success();
+    let targets = get("one")["spec"]["metadata"]["targets"].clone();
+    assert_eq!(
+        targets,
+        serde_json::json!([{"name": "qemu", "verified": true}])
+    );
+
+    // A plain edit is recorded as an Update by its writer and takes the field it changed.
+    server
+        .kubectl(&[
+            "label",
+            "cimg",
+            "one",
+            "-n",
+            "ssa",
+            "tier=silver",
+            "--overwrite",
+        ])
+        .success();
+    let object = get("one");
+    assert!(
+        managers(&object).contains(&("kubectl-label".to_string(), "Update".to_string())),
+        "{:?}",
+        managers(&object)
+    );
+    let err = server
+        .kubectl_with_stdin(
+            &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
+            Some(&alice_fewer),
+        )
+        .failure();
+    assert!(
+        err.contains("conflict with \"kubectl-label\" using catalog.automotive.io/v1alpha1")
+            && err.contains(".metadata.labels.tier"),
+        "{err}"
+    );
+}
+
+#[test]
+fn apply_requests_are_checked() {
+    let server = Server::start();
+    runtime().block_on(async {
+        let http = server.http();
+        let path = format!("{}/one", collection("ssa"));
+        let apply = [("Content-Type", "application/apply-patch+yaml")];
+        let config = "apiVersion: catalog.automotive.io/v1alpha1\nkind: CatalogImage\nspec: {registryUrl: quay.io/a/b:1, extra: 1}\n";
+        let (code, _, body) = send(&http, "PATCH", &path, &apply, config).await;
+        assert_eq!(code, 422, "{body}");
+        assert!(body.contains("fieldManager"), "{body}");
+        let with_manager = format!("{path}?fieldManager=ci&fieldValidation=Strict");
+        let (code, _, body) = send(&http, "PATCH", &with_manager, &apply, config).await;
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("unknown field \\\"spec.extra\\\""), "{body}");
+        // Warn (the default) drops the field and says so; the apply creates the object.
+        let (code, headers, body) = send(&http, "PATCH", &format!("{path}?fieldManager=ci"), &apply, config).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(headers["warning"].to_str().unwrap().contains("spec.extra"));
+        let created: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(managers(&created), [("ci".to_string(), "Apply".to_string())]);
+        assert!(created["spec"].get("extra").is_none());
+        // force is for apply only.
+        let (code, _, body) = send(&http, "PATCH", &format!("{path}?force=true"), &[("Content-Type", "application/merge-patch+json")], "{}").await;
+        assert_eq!(code, 422, "{body}");
+        // managedFields may not be applied.
+        let managed = "apiVersion: catalog.automotive.io/v1alpha1\nkind: CatalogImage\nmetadata: {managedFields: [{manager: x}]}\n";
+        let (code, _, _) = send(&http, "PATCH", &format!("{path}?fieldManager=ci"), &apply, managed).await;
+        assert_eq!(code, 400);
+        // A write that sends a single empty managedFields entry clears them.
+        let clear = r#"{"metadata": {"managedFields": [{}]}}"#;
+        let (code, _, body) = send(&http, "PATCH", &path, &[("Content-Type", "application/merge-patch+json")], clear).await;
+        assert_eq!(code, 200, "{body}");
+        let cleared: Value = serde_json::from_str(&body).unwrap();
+        assert!(cleared["metadata"].get("managedFields").is_none(), "{body}");
     });
 }

@@ -299,7 +299,7 @@ fn tables_and_discovery() {
         let gvk = &openapi["definitions"]["io.automotive.catalog.v1alpha1.CatalogImage"]["x-kubernetes-group-version-kind"];
         assert_eq!(gvk[0]["kind"], "CatalogImage");
         let patch = &openapi["paths"]["/apis/catalog.automotive.io/v1alpha1/namespaces/{namespace}/catalogimages/{name}"]["patch"]["consumes"];
-        assert_eq!(*patch, json!(["application/json-patch+json", "application/merge-patch+json"]));
+        assert_eq!(*patch, json!(["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]));
     });
 }
 

@@ -1,0 +1,223 @@
+//! Server-side apply (`application/apply-patch+yaml`): an apply configuration is pruned to the
+//! schema, merged into the live object (or creates it) with field ownership checked, then
+//! written through the same create and replace rules as every other write.
+
+use serde_json::{Value, json};
+
+use super::decode::{FieldValidation, decode_object};
+use super::managed::{self, Conflict, Managers, Writer};
+use super::write::{WriteOptions, Written, patch_names_revision, without_managed_fields};
+use super::{Registry, decode_stored, key, now, read_error};
+use crate::api::shape::{self, Shape};
+use crate::api::types::{API_VERSION, KIND};
+use crate::server::status::ApiError;
+
+/// Optimistic-concurrency retries of an apply that names no resourceVersion.
+const APPLY_RETRIES: usize = 8;
+
+/// The apply request besides its body.
+pub struct ApplyOptions {
+    pub force: bool,
+    pub write: WriteOptions,
+}
+
+impl Registry {
+    pub async fn apply(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: bool,
+        body: &[u8],
+        options: &ApplyOptions,
+    ) -> Result<Written, ApiError> {
+        let mut config = apply_configuration(body, namespace, name)?;
+        let unknown = prune(&mut config, shape::image(), "");
+        let warnings = match options.write.field_validation {
+            FieldValidation::Strict if !unknown.is_empty() => {
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    unknown.join(", ")
+                )));
+            }
+            FieldValidation::Warn => unknown,
+            _ => Vec::new(),
+        };
+        let writer = Writer {
+            manager: &options.write.manager,
+            status,
+        };
+        for _ in 0..APPLY_RETRIES {
+            let current = self.store.get(&key(namespace, name)).map_err(read_error)?;
+            let (live, managers) = match &current {
+                Some(item) => {
+                    let stored = decode_stored(&item.value)?;
+                    let managers = stored
+                        .metadata
+                        .managed_fields
+                        .as_deref()
+                        .unwrap_or_default();
+                    let managers = Managers::decode(managers).unwrap_or_default();
+                    (without_managed_fields(&stored), managers)
+                }
+                None if status => return Err(ApiError::not_found(name)),
+                None => (json!({}), Managers::default()),
+            };
+            let (merged, managers) =
+                managed::apply(managers, &live, &config, &writer, options.force, &now())
+                    .map_err(|conflicts| conflict_error(&conflicts))?;
+            let (mut image, _) = decode_object(&merged, FieldValidation::Ignore)?;
+            image.metadata.managed_fields = managers.encode();
+            let result = match &current {
+                None => {
+                    self.insert(namespace, image, Vec::new(), &options.write, true)
+                        .await
+                }
+                Some(item) => {
+                    self.replace(namespace, name, status, image, item, &options.write, true)
+                        .await
+                }
+            };
+            match result {
+                // Someone else wrote in between: apply again onto what they wrote.
+                Err(e)
+                    if matches!(e.reason, "Conflict" | "AlreadyExists")
+                        && !patch_names_revision(&config) =>
+                {
+                    continue;
+                }
+                Ok(mut written) => {
+                    written.warnings.extend(warnings);
+                    return Ok(written);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::stale(name))
+    }
+}
+
+/// Parses and checks an apply configuration: a YAML (or JSON) object of our kind, for the
+/// object the URL names, without managedFields.
+fn apply_configuration(body: &[u8], namespace: &str, name: &str) -> Result<Value, ApiError> {
+    let mut config: Value = serde_yaml_ng::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !config.is_object() {
+        return Err(ApiError::bad_request(
+            "the apply configuration must be an object",
+        ));
+    }
+    for (field, expected) in [("apiVersion", API_VERSION), ("kind", KIND)] {
+        match config.get(field).and_then(Value::as_str) {
+            Some(given) if given == expected => {}
+            given => {
+                return Err(ApiError::bad_request(format!(
+                    "the {field} of the apply configuration ({}) must be {expected}",
+                    given.unwrap_or("unset")
+                )));
+            }
+        }
+    }
+    let metadata = config
+        .as_object_mut()
+        .expect("checked above")
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
+    if !metadata.is_object() {
+        return Err(ApiError::bad_request("metadata must be an object"));
+    }
+    if metadata.get("managedFields").is_some_and(|m| !m.is_null()) {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    match metadata.get("name").and_then(Value::as_str) {
+        Some(given) if given != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )));
+        }
+        _ => metadata["name"] = name.into(),
+    }
+    match metadata.get("namespace").and_then(Value::as_str) {
+        Some(given) if !given.is_empty() && given != namespace => {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        _ => metadata["namespace"] = namespace.into(),
+    }
+    Ok(config)
+}
+
+/// Drops the fields the schema does not declare, as kube-apiserver prunes a custom resource;
+/// returns them as `unknown field "spec.x"` warnings.
+fn prune(value: &mut Value, shape: &Shape, path: &str) -> Vec<String> {
+    let mut unknown = Vec::new();
+    match (value, shape) {
+        (Value::Object(fields), Shape::Struct(_) | Shape::Map(_)) => {
+            fields.retain(|name, _| {
+                let known = shape.field(name).is_some();
+                if !known {
+                    unknown.push(format!("unknown field {:?}", join(path, name)));
+                }
+                known
+            });
+            for (name, child) in fields.iter_mut() {
+                if let Some(child_shape) = shape.field(name) {
+                    unknown.extend(prune(child, child_shape, &join(path, name)));
+                }
+            }
+        }
+        (Value::Array(items), Shape::List(_, item_shape)) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                unknown.extend(prune(item, item_shape, &format!("{path}[{i}]")));
+            }
+        }
+        _ => {}
+    }
+    unknown
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// 409 naming each conflicting manager and field (fieldmanager's conflict.go).
+fn conflict_error(conflicts: &[Conflict]) -> ApiError {
+    let message = match conflicts {
+        [one] => format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            one.manager, one.path
+        ),
+        _ => {
+            let mut managers: Vec<&str> = conflicts.iter().map(|c| c.manager.as_str()).collect();
+            managers.sort();
+            managers.dedup();
+            let lines: Vec<String> = managers
+                .iter()
+                .flat_map(|manager| {
+                    std::iter::once(format!("conflicts with {manager}:")).chain(
+                        conflicts
+                            .iter()
+                            .filter(|c| c.manager == *manager)
+                            .map(|c| format!("- {}", c.path)),
+                    )
+                })
+                .collect();
+            format!(
+                "Apply failed with {} conflicts: {}",
+                conflicts.len(),
+                lines.join("\n")
+            )
+        }
+    };
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.path}))
+        .collect();
+    let mut error = ApiError::new(http::StatusCode::CONFLICT, "Conflict", message);
+    error.details = Some(json!({"causes": causes}));
+    error
+}

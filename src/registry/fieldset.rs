@@ -1,0 +1,394 @@
+//! Sets of field paths, as structured-merge-diff (sigs.k8s.io/structured-merge-diff,
+//! `fieldpath/` and `typed/`) defines them: which fields a value sets, what changed between
+//! two values, and the `fieldsV1` form kept in `metadata.managedFields`.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use crate::api::shape::{ListType, Shape};
+
+/// One step of a path: a struct field or map key, a list item by its key fields, or a set item.
+/// The order of the variants is the order fieldsV1 lists them in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    Field(String),
+    /// The key fields of a list item, as a JSON object with sorted keys.
+    Key(String),
+    /// A set item, as JSON.
+    Value(String),
+}
+
+pub type Path = Vec<Step>;
+
+/// A set of paths; a path to an object or list item stands for the item itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldSet(pub BTreeSet<Path>);
+
+impl FieldSet {
+    /// Every field `value` sets: leaves, map entries and list items (structured-merge-diff's
+    /// ToFieldSet).
+    pub fn of(value: &Value, shape: &Shape) -> FieldSet {
+        let mut set = FieldSet::default();
+        collect(value, shape, &mut Vec::new(), &mut set.0);
+        set
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn union(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(self.0.union(&other.0).cloned().collect())
+    }
+
+    pub fn difference(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(self.0.difference(&other.0).cloned().collect())
+    }
+
+    pub fn intersection(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(self.0.intersection(&other.0).cloned().collect())
+    }
+
+    pub fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
+        self.0.retain(|p| keep(p));
+    }
+
+    /// The `fieldsV1` tree: `f:<field>`, `k:<keys>`, `v:<value>`, with `.` marking an object or
+    /// item that is itself in the set.
+    pub fn to_fields_v1(&self) -> Value {
+        let mut root = Map::new();
+        for path in &self.0 {
+            let mut node = &mut root;
+            for step in path {
+                node = node
+                    .entry(step_key(step))
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                    .expect("fieldsV1 nodes are objects");
+            }
+        }
+        mark_members(&mut root, &self.0, &mut Vec::new());
+        Value::Object(root)
+    }
+
+    pub fn from_fields_v1(tree: &Value) -> Result<FieldSet, String> {
+        let mut set = FieldSet::default();
+        parse_node(tree, &mut Vec::new(), &mut set.0)?;
+        Ok(set)
+    }
+}
+
+fn step_key(step: &Step) -> String {
+    match step {
+        Step::Field(name) => format!("f:{name}"),
+        Step::Key(keys) => format!("k:{keys}"),
+        Step::Value(value) => format!("v:{value}"),
+    }
+}
+
+/// Marks with `.` each member of the set that also has children in the tree.
+fn mark_members(node: &mut Map<String, Value>, set: &BTreeSet<Path>, path: &mut Path) {
+    let children: Vec<String> = node.keys().filter(|k| *k != ".").cloned().collect();
+    for child in children {
+        let Ok(step) = parse_step(&child) else {
+            continue;
+        };
+        path.push(step);
+        if let Some(Value::Object(sub)) = node.get_mut(&child) {
+            let has_children = sub.keys().any(|k| k != ".");
+            if has_children && set.contains(path) {
+                sub.insert(".".into(), Value::Object(Map::new()));
+            }
+            mark_members(sub, set, path);
+        }
+        path.pop();
+    }
+}
+
+fn parse_step(key: &str) -> Result<Step, String> {
+    let canonical = |json: &str| -> Result<String, String> {
+        let value: Value = serde_json::from_str(json).map_err(|e| format!("{key}: {e}"))?;
+        Ok(value.to_string())
+    };
+    match key.split_once(':') {
+        Some(("f", name)) => Ok(Step::Field(name.to_string())),
+        Some(("k", keys)) => Ok(Step::Key(canonical(keys)?)),
+        Some(("v", value)) => Ok(Step::Value(canonical(value)?)),
+        _ => Err(format!("unsupported fieldsV1 key {key:?}")),
+    }
+}
+
+fn parse_node(node: &Value, path: &mut Path, set: &mut BTreeSet<Path>) -> Result<(), String> {
+    let Value::Object(children) = node else {
+        return Err("fieldsV1 nodes must be objects".into());
+    };
+    if (children.is_empty() || children.contains_key(".")) && !path.is_empty() {
+        set.insert(path.clone());
+    }
+    for (key, child) in children {
+        if key == "." {
+            continue;
+        }
+        path.push(parse_step(key)?);
+        parse_node(child, path, set)?;
+        path.pop();
+    }
+    Ok(())
+}
+
+/// The step that names a list item: its key fields, or the item itself in a set.
+pub fn item_step(list_type: &ListType, item: &Value) -> Option<Step> {
+    match list_type {
+        ListType::Atomic => None,
+        ListType::Set => Some(Step::Value(item.to_string())),
+        ListType::Map(keys) => {
+            let fields: Map<String, Value> = keys
+                .iter()
+                .filter_map(|k| item.get(k).map(|v| (k.clone(), v.clone())))
+                .collect();
+            Some(Step::Key(Value::Object(fields).to_string()))
+        }
+    }
+}
+
+fn collect(value: &Value, shape: &Shape, path: &mut Path, out: &mut BTreeSet<Path>) {
+    match (value, shape) {
+        (Value::Object(fields), Shape::Struct(_) | Shape::Map(_)) => {
+            for (name, child) in fields {
+                let Some(child_shape) = shape.field(name) else {
+                    continue;
+                };
+                path.push(Step::Field(name.clone()));
+                collect(child, child_shape, path, out);
+                if matches!(shape, Shape::Map(_)) {
+                    out.insert(path.clone());
+                }
+                path.pop();
+            }
+        }
+        (Value::Array(items), Shape::List(list_type, item_shape))
+            if *list_type != ListType::Atomic =>
+        {
+            for item in items {
+                let Some(step) = item_step(list_type, item) else {
+                    continue;
+                };
+                path.push(step);
+                collect(item, item_shape, path, out);
+                out.insert(path.clone());
+                path.pop();
+            }
+        }
+        _ => {
+            out.insert(path.clone());
+        }
+    }
+}
+
+/// What changed from `old` to `new`: fields added or modified, and fields removed
+/// (structured-merge-diff's Compare). An object or item that appears or disappears is itself
+/// in the set, besides its fields.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub changed: FieldSet,
+    pub removed: FieldSet,
+}
+
+pub fn compare(old: &Value, new: &Value, shape: &Shape) -> Changes {
+    let mut changes = Changes::default();
+    compare_at(Some(old), Some(new), shape, &mut Vec::new(), &mut changes);
+    changes
+}
+
+fn is_empty_container(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(m)) => m.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        _ => false,
+    }
+}
+
+fn compare_at(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    shape: &Shape,
+    path: &mut Path,
+    changes: &mut Changes,
+) {
+    let granular = match (shape, old.or(new)) {
+        (Shape::Struct(_) | Shape::Map(_), Some(Value::Object(_))) => true,
+        (Shape::List(list_type, _), Some(Value::Array(_))) => *list_type != ListType::Atomic,
+        _ => false,
+    };
+    let same_kind = match (old, new) {
+        (Some(a), Some(b)) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        _ => true,
+    };
+    // Both empty: compared as a leaf, which keeps `{}` apart from absent.
+    let leaf = !granular || !same_kind || (is_empty_container(old) && is_empty_container(new));
+    if leaf {
+        match (old, new) {
+            (None, Some(_)) => {
+                changes.changed.0.insert(path.clone());
+            }
+            (Some(_), None) => {
+                changes.removed.0.insert(path.clone());
+            }
+            (Some(a), Some(b)) if a != b => {
+                changes.changed.0.insert(path.clone());
+            }
+            _ => {}
+        }
+        return;
+    }
+    match shape {
+        Shape::Struct(_) | Shape::Map(_) => {
+            let empty = Map::new();
+            let old_fields = old.and_then(Value::as_object).unwrap_or(&empty);
+            let new_fields = new.and_then(Value::as_object).unwrap_or(&empty);
+            let names: BTreeSet<&String> = old_fields.keys().chain(new_fields.keys()).collect();
+            for name in names {
+                let Some(child_shape) = shape.field(name) else {
+                    continue;
+                };
+                path.push(Step::Field(name.clone()));
+                compare_at(
+                    old_fields.get(name),
+                    new_fields.get(name),
+                    child_shape,
+                    path,
+                    changes,
+                );
+                path.pop();
+            }
+        }
+        Shape::List(list_type, item_shape) => {
+            let items = |v: Option<&Value>| -> Vec<(Step, Value)> {
+                v.and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| item_step(list_type, i).map(|s| (s, i.clone())))
+                    .collect()
+            };
+            let (old_items, new_items) = (items(old), items(new));
+            let find = |items: &[(Step, Value)], step: &Step| {
+                items
+                    .iter()
+                    .find(|(s, _)| s == step)
+                    .map(|(_, v)| v.clone())
+            };
+            let steps: BTreeSet<Step> = old_items
+                .iter()
+                .chain(new_items.iter())
+                .map(|(s, _)| s.clone())
+                .collect();
+            for step in steps {
+                let (a, b) = (find(&old_items, &step), find(&new_items, &step));
+                path.push(step);
+                compare_at(a.as_ref(), b.as_ref(), item_shape, path, changes);
+                path.pop();
+            }
+        }
+        Shape::Scalar => {}
+    }
+    // An object or item that appears or disappears is itself a change.
+    if !path.is_empty() {
+        match (old, new) {
+            (None, Some(_)) => {
+                changes.changed.0.insert(path.clone());
+            }
+            (Some(_), None) => {
+                changes.removed.0.insert(path.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A path as structured-merge-diff prints it in conflicts: `.spec.tags[="10"]`,
+/// `.spec.metadata.targets[name="qemu"].notes`.
+pub fn path_string(path: &Path) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Field(name) => {
+                out.push('.');
+                out.push_str(name);
+            }
+            Step::Key(keys) => {
+                let fields: Map<String, Value> = serde_json::from_str(keys).unwrap_or_default();
+                let pairs: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                out.push_str(&format!("[{}]", pairs.join(",")));
+            }
+            Step::Value(value) => out.push_str(&format!("[={value}]")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::shape;
+
+    fn field(name: &str) -> Step {
+        Step::Field(name.into())
+    }
+
+    #[test]
+    fn field_sets_round_trip_through_fields_v1() {
+        let object = json!({
+            "metadata": {"labels": {"app": "x"}, "finalizers": ["a"]},
+            "spec": {"registryUrl": "quay.io/a/b:1", "tags": ["10", "latest"],
+                     "metadata": {"targets": [{"name": "qemu", "verified": true}]}},
+        });
+        let set = FieldSet::of(&object, shape::image());
+        let fields = set.to_fields_v1();
+        assert_eq!(
+            fields,
+            json!({
+                "f:metadata": {"f:labels": {"f:app": {}}, "f:finalizers": {"v:\"a\"": {}}},
+                "f:spec": {
+                    "f:registryUrl": {},
+                    "f:tags": {"v:\"10\"": {}, "v:\"latest\"": {}},
+                    "f:metadata": {"f:targets": {"k:{\"name\":\"qemu\"}": {".": {}, "f:name": {}, "f:verified": {}}}},
+                },
+            })
+        );
+        assert_eq!(FieldSet::from_fields_v1(&fields).unwrap(), set);
+        let target = vec![
+            field("spec"),
+            field("metadata"),
+            field("targets"),
+            Step::Key(r#"{"name":"qemu"}"#.into()),
+            field("verified"),
+        ];
+        assert_eq!(
+            path_string(&target),
+            r#".spec.metadata.targets[name="qemu"].verified"#
+        );
+    }
+
+    #[test]
+    fn compare_finds_added_modified_and_removed_fields() {
+        let old = json!({"spec": {"registryUrl": "a", "digest": "d", "tags": ["1"]}});
+        let new = json!({"spec": {"registryUrl": "b", "tags": ["1", "2"], "metadata": {"distro": "cs9"}}});
+        let changes = compare(&old, &new, shape::image());
+        let changed: Vec<String> = changes.changed.0.iter().map(path_string).collect();
+        assert_eq!(
+            changed,
+            [
+                ".spec.metadata",
+                ".spec.metadata.distro",
+                ".spec.registryUrl",
+                r#".spec.tags[="2"]"#
+            ]
+        );
+        let removed: Vec<String> = changes.removed.0.iter().map(path_string).collect();
+        assert_eq!(removed, [".spec.digest"]);
+    }
+}

@@ -1,0 +1,469 @@
+//! `metadata.managedFields`: who owns which fields. Every write records its writer's fields as
+//! an Update; server-side apply merges an apply configuration, refuses to take fields another
+//! manager set to a different value unless forced, and removes fields its manager stopped
+//! applying. Follows k8s.io/apiserver's `pkg/endpoints/handlers/fieldmanager` and
+//! structured-merge-diff's `merge/update.go`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+use serde_json::Value;
+
+use super::fieldset::{FieldSet, Path, Step, compare, item_step, path_string};
+use crate::api::shape::{self, ListType, Shape};
+use crate::api::types::API_VERSION;
+
+/// Metadata fields the server owns; they are never anybody's (fieldmanager's stripmeta.go).
+const SERVER_METADATA: [&str; 9] = [
+    "name",
+    "namespace",
+    "creationTimestamp",
+    "selfLink",
+    "uid",
+    "clusterName",
+    "generation",
+    "managedFields",
+    "resourceVersion",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operation {
+    Apply,
+    Update,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Apply => "Apply",
+            Operation::Update => "Update",
+        }
+    }
+}
+
+/// Who is writing: the field manager, and whether through `/status`.
+#[derive(Clone, Debug)]
+pub struct Writer<'a> {
+    pub manager: &'a str,
+    pub status: bool,
+}
+
+impl Writer<'_> {
+    fn subresource(&self) -> &'static str {
+        if self.status { "status" } else { "" }
+    }
+
+    fn is(&self, entry: &Manager, operation: Operation) -> bool {
+        entry.name == self.manager
+            && entry.operation == operation
+            && entry.subresource == self.subresource()
+    }
+
+    /// Whether a writer through this endpoint can own `path`: the main resource never owns
+    /// status, `/status` owns nothing else, and nobody owns what the server sets.
+    fn owns(&self, path: &Path) -> bool {
+        match path.as_slice() {
+            [Step::Field(top), rest @ ..] => match top.as_str() {
+                "status" => self.status,
+                "metadata" => {
+                    !self.status
+                        && matches!(rest.first(), Some(Step::Field(f)) if !SERVER_METADATA.contains(&f.as_str()))
+                }
+                "apiVersion" | "kind" => false,
+                _ => !self.status,
+            },
+            _ => false,
+        }
+    }
+
+    fn tracked(&self, mut set: FieldSet) -> FieldSet {
+        set.retain(|p| self.owns(p));
+        set
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Manager {
+    name: String,
+    operation: Operation,
+    subresource: String,
+    api_version: String,
+    time: Option<Time>,
+    fields: FieldSet,
+}
+
+impl Manager {
+    /// How conflicts name a manager (fieldmanager's conflict.go).
+    fn describe(&self) -> String {
+        let mut text = format!("{:?}", self.name);
+        if !self.subresource.is_empty() {
+            text.push_str(&format!(" with subresource {:?}", self.subresource));
+        }
+        if self.operation == Operation::Update {
+            text.push_str(&format!(" using {}", self.api_version));
+            if let Some(time) = &self.time {
+                text.push_str(&format!(" at {}", time.0.strftime("%Y-%m-%dT%H:%M:%SZ")));
+            }
+        }
+        text
+    }
+}
+
+/// The managers of an object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Managers(Vec<Manager>);
+
+impl Managers {
+    pub fn decode(entries: &[ManagedFieldsEntry]) -> Result<Managers, String> {
+        entries
+            .iter()
+            .map(|entry| {
+                let operation = match entry.operation.as_deref() {
+                    Some("Apply") => Operation::Apply,
+                    Some("Update") => Operation::Update,
+                    other => return Err(format!("unsupported operation {other:?}")),
+                };
+                let fields = match &entry.fields_v1 {
+                    Some(FieldsV1(tree)) => FieldSet::from_fields_v1(tree)?,
+                    None => FieldSet::default(),
+                };
+                Ok(Manager {
+                    name: entry.manager.clone().unwrap_or_default(),
+                    operation,
+                    subresource: entry.subresource.clone().unwrap_or_default(),
+                    api_version: entry.api_version.clone().unwrap_or_default(),
+                    time: entry.time.clone(),
+                    fields,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Managers)
+    }
+
+    /// The entries to store, in kube-apiserver's order: Apply before Update, then by time
+    /// and name. None when nobody owns anything.
+    pub fn encode(mut self) -> Option<Vec<ManagedFieldsEntry>> {
+        self.0.retain(|m| !m.fields.is_empty());
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.sort_by(|a, b| {
+            (a.operation, a.time.as_ref().map(|t| t.0), &a.name).cmp(&(
+                b.operation,
+                b.time.as_ref().map(|t| t.0),
+                &b.name,
+            ))
+        });
+        Some(
+            self.0
+                .into_iter()
+                .map(|m| ManagedFieldsEntry {
+                    api_version: Some(m.api_version),
+                    fields_type: Some("FieldsV1".into()),
+                    fields_v1: Some(FieldsV1(m.fields.to_fields_v1())),
+                    manager: Some(m.name),
+                    operation: Some(m.operation.as_str().into()),
+                    subresource: (!m.subresource.is_empty()).then_some(m.subresource),
+                    time: m.time,
+                })
+                .collect(),
+        )
+    }
+
+    /// The entry of `writer` for `operation`, created empty if it has none.
+    fn entry(&mut self, writer: &Writer, operation: Operation) -> &mut Manager {
+        let index = match self.0.iter().position(|m| writer.is(m, operation)) {
+            Some(index) => index,
+            None => {
+                self.0.push(Manager {
+                    name: writer.manager.to_string(),
+                    operation,
+                    subresource: writer.subresource().into(),
+                    api_version: API_VERSION.into(),
+                    time: None,
+                    fields: FieldSet::default(),
+                });
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[index]
+    }
+}
+
+/// The managers a write starts from, as fieldmanager decides: those the request sent, when it
+/// sent some that decode; otherwise the stored ones. A request that sends exactly one empty
+/// entry clears them all, and its own write is then not recorded either (None).
+pub fn starting_managers(
+    sent: Option<&[ManagedFieldsEntry]>,
+    stored: Option<&[ManagedFieldsEntry]>,
+) -> Option<Managers> {
+    match sent {
+        Some([only]) if *only == ManagedFieldsEntry::default() => None,
+        Some(sent) if !sent.is_empty() => Some(
+            Managers::decode(sent)
+                .or_else(|_| Managers::decode(stored.unwrap_or_default()))
+                .unwrap_or_default(),
+        ),
+        _ => Some(Managers::decode(stored.unwrap_or_default()).unwrap_or_default()),
+    }
+}
+
+/// Records a non-apply write from `old` to `new` (objects without managedFields): the writer
+/// takes every field it added or changed, from whoever had it.
+pub fn record_update(
+    mut managers: Managers,
+    old: &Value,
+    new: &Value,
+    writer: &Writer,
+    now: &Time,
+) -> Managers {
+    let changes = compare(old, new, shape::image());
+    let changed = writer.tracked(changes.changed);
+    let removed = writer.tracked(changes.removed);
+    if changed.is_empty() && removed.is_empty() {
+        return managers;
+    }
+    for manager in managers.0.iter_mut() {
+        if !writer.is(manager, Operation::Update) {
+            manager.fields = manager.fields.difference(&changed);
+        }
+    }
+    let entry = managers.entry(writer, Operation::Update);
+    entry.fields = entry.fields.union(&changed).difference(&removed);
+    entry.time = Some(now.clone());
+    managers
+}
+
+/// A field another manager owns and an apply would change.
+#[derive(Debug)]
+pub struct Conflict {
+    pub manager: String,
+    pub path: String,
+}
+
+/// Server-side apply of `config` onto `live` (both without managedFields): the merged object
+/// and its managers, or the conflicts that stop it when not forced.
+pub fn apply(
+    mut managers: Managers,
+    live: &Value,
+    config: &Value,
+    writer: &Writer,
+    force: bool,
+    now: &Time,
+) -> Result<(Value, Managers), Vec<Conflict>> {
+    let shape = shape::image();
+    let applied = writer.tracked(FieldSet::of(config, shape));
+    let mut merged = merge(live, config, shape);
+    let changed = writer.tracked(compare(live, &merged, shape).changed);
+    let mut conflicts = Vec::new();
+    for manager in managers.0.iter_mut() {
+        if writer.is(manager, Operation::Apply) {
+            continue;
+        }
+        let taken = manager.fields.intersection(&changed);
+        conflicts.extend(taken.0.iter().map(|path| Conflict {
+            manager: manager.describe(),
+            path: path_string(path),
+        }));
+        manager.fields = manager.fields.difference(&taken);
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(conflicts);
+    }
+    let others = managers
+        .0
+        .iter()
+        .filter(|m| !writer.is(m, Operation::Apply))
+        .fold(FieldSet::default(), |all, m| all.union(&m.fields));
+    let entry = managers.entry(writer, Operation::Apply);
+    // Fields this manager applied before and no longer does, that nobody else owns, go.
+    let dropped = entry.fields.difference(&applied).difference(&others);
+    // In order, so an item goes before its fields (which name it by its keys).
+    for path in &dropped.0 {
+        remove(&mut merged, path);
+    }
+    if entry.fields != applied || !changed.is_empty() || !dropped.is_empty() {
+        entry.fields = applied;
+        entry.time = Some(now.clone());
+    }
+    Ok((merged, managers))
+}
+
+/// `config` merged into `live`: objects field by field, sets and keyed lists item by item,
+/// everything else replaced (structured-merge-diff's merge with the applied side winning).
+fn merge(live: &Value, config: &Value, shape: &Shape) -> Value {
+    match (live, config, shape) {
+        (
+            Value::Object(live_fields),
+            Value::Object(config_fields),
+            Shape::Struct(_) | Shape::Map(_),
+        ) => {
+            let mut merged = live_fields.clone();
+            for (name, value) in config_fields {
+                let value = match (live_fields.get(name), shape.field(name)) {
+                    (Some(old), Some(child)) => merge(old, value, child),
+                    _ => value.clone(),
+                };
+                merged.insert(name.clone(), value);
+            }
+            Value::Object(merged)
+        }
+        (
+            Value::Array(live_items),
+            Value::Array(config_items),
+            Shape::List(list_type, item_shape),
+        ) if *list_type != ListType::Atomic => {
+            let mut merged = live_items.clone();
+            for item in config_items {
+                let step = item_step(list_type, item);
+                match merged
+                    .iter_mut()
+                    .find(|old| item_step(list_type, old) == step)
+                {
+                    Some(old) => *old = merge(old, item, item_shape),
+                    None => merged.push(item.clone()),
+                }
+            }
+            Value::Array(merged)
+        }
+        _ => config.clone(),
+    }
+}
+
+fn matches_step(value: &Value, step: &Step) -> bool {
+    match step {
+        Step::Field(_) => false,
+        Step::Value(json) => serde_json::from_str::<Value>(json).is_ok_and(|v| v == *value),
+        Step::Key(json) => serde_json::from_str::<serde_json::Map<String, Value>>(json)
+            .is_ok_and(|keys| keys.iter().all(|(k, v)| value.get(k) == Some(v))),
+    }
+}
+
+/// Removes the field, map entry or list item at `path`, if it is there.
+fn remove(value: &mut Value, path: &Path) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = value;
+    for step in parents {
+        let next = match (node, step) {
+            (Value::Object(fields), Step::Field(name)) => fields.get_mut(name),
+            (Value::Array(items), step) => items.iter_mut().find(|i| matches_step(i, step)),
+            _ => None,
+        };
+        match next {
+            Some(next) => node = next,
+            None => return,
+        }
+    }
+    match (node, last) {
+        (Value::Object(fields), Step::Field(name)) => {
+            fields.remove(name);
+        }
+        (Value::Array(items), step) => items.retain(|i| !matches_step(i, step)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    fn writer(manager: &str) -> Writer<'_> {
+        Writer {
+            manager,
+            status: false,
+        }
+    }
+
+    #[test]
+    fn apply_conflicts_shares_and_removes_as_kube_apiserver_does() {
+        let base = json!({"spec": {"registryUrl": "quay.io/a/b:1", "tags": ["10"], "metadata": {"targets": [{"name": "qemu", "verified": true}]}}});
+        // A creates by apply.
+        let (live, managers) = apply(
+            Managers::default(),
+            &json!({}),
+            &base,
+            &writer("a"),
+            false,
+            &now(),
+        )
+        .unwrap();
+        assert_eq!(live, base);
+        // B applies the same registryUrl (shared, no conflict) and another tag and target.
+        let b = json!({"spec": {"registryUrl": "quay.io/a/b:1", "tags": ["latest"], "metadata": {"targets": [{"name": "rpi4"}]}}});
+        let (live, managers) = apply(managers, &live, &b, &writer("b"), false, &now()).unwrap();
+        assert_eq!(live["spec"]["tags"], json!(["10", "latest"]));
+        assert_eq!(
+            live["spec"]["metadata"]["targets"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        // B changing registryUrl conflicts with A...
+        let b2 = json!({"spec": {"registryUrl": "quay.io/a/b:2"}});
+        let conflicts =
+            apply(managers.clone(), &live, &b2, &writer("b"), false, &now()).unwrap_err();
+        let paths: Vec<(&str, &str)> = conflicts
+            .iter()
+            .map(|c| (c.manager.as_str(), c.path.as_str()))
+            .collect();
+        assert_eq!(paths, [("\"a\"", ".spec.registryUrl")]);
+        // ...forced, B takes it; and B's tag and target, no longer applied, are removed.
+        let (live, managers) = apply(managers, &live, &b2, &writer("b"), true, &now()).unwrap();
+        assert_eq!(
+            live["spec"],
+            json!({"registryUrl": "quay.io/a/b:2", "tags": ["10"], "metadata": {"targets": [{"name": "qemu", "verified": true}]}})
+        );
+        // A re-applying its old registryUrl now conflicts with B.
+        let conflicts = apply(managers, &live, &base, &writer("a"), false, &now()).unwrap_err();
+        assert_eq!(conflicts[0].path, ".spec.registryUrl");
+        assert_eq!(conflicts[0].manager, "\"b\"");
+    }
+
+    #[test]
+    fn updates_take_the_fields_they_change() {
+        let old = json!({"spec": {"registryUrl": "a", "tags": ["1"]}});
+        let (_, managers) = apply(
+            Managers::default(),
+            &json!({}),
+            &old,
+            &writer("applier"),
+            false,
+            &now(),
+        )
+        .unwrap();
+        let new = json!({"spec": {"registryUrl": "b", "tags": ["1"]}});
+        let managers = record_update(managers, &old, &new, &writer("kubectl-edit"), &now());
+        let entries = managers.encode().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].manager.as_deref(), Some("applier"));
+        assert_eq!(
+            entries[0].fields_v1.as_ref().unwrap().0,
+            json!({"f:spec": {"f:tags": {"v:\"1\"": {}}}})
+        );
+        assert_eq!(entries[1].operation.as_deref(), Some("Update"));
+        assert_eq!(
+            entries[1].fields_v1.as_ref().unwrap().0,
+            json!({"f:spec": {"f:registryUrl": {}}})
+        );
+        let conflicts = apply(
+            Managers::decode(&entries).unwrap(),
+            &new,
+            &old,
+            &writer("applier"),
+            false,
+            &now(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            conflicts[0].manager,
+            "\"kubectl-edit\" using catalog.automotive.io/v1alpha1 at 2027-01-15T08:00:00Z"
+        );
+    }
+}
