@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -15,7 +16,8 @@ use super::render;
 use super::response::{Body, encoded, full, json, streamed, with_warnings};
 use super::selectors::Selector;
 use super::status::ApiError;
-use super::watch::{WatchOptions, serve_watch};
+use super::watch::{self, WatchOptions};
+use super::websocket;
 use crate::api::types::{API_VERSION, LIST_KIND};
 use crate::api::{discovery, openapi};
 use crate::registry::{
@@ -252,11 +254,13 @@ fn list_body(objects: &[Bytes], rv: &str, token: Option<&str>) -> Bytes {
     Bytes::from(body)
 }
 
+/// A watch, streamed in the response body, or over WebSocket when the request is an Upgrade.
 pub fn watch(
     app: &App,
     headers: &HeaderMap,
     query: &Query,
     namespace: Option<String>,
+    on_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<Body>, ApiError> {
     let (format, _) = output(accept(headers), query.get("includeObject"), true)?;
     let list_query = list_query(namespace, query)?;
@@ -303,7 +307,11 @@ pub fn watch(
     let stream = app
         .registry
         .watch(list_query, after, send_initial == Some(true))?;
-    Ok(serve_watch(stream, options, app.shutdown.clone()))
+    if websocket::is_upgrade(headers) {
+        let events = watch::events(stream, options, app.shutdown.clone());
+        return websocket::serve(headers, on_upgrade, events);
+    }
+    Ok(watch::serve_watch(stream, options, app.shutdown.clone()))
 }
 
 fn write_options(headers: &HeaderMap, query: &Query) -> Result<WriteOptions, ApiError> {

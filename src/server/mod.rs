@@ -11,6 +11,7 @@ pub mod selectors;
 pub mod status;
 pub mod tls;
 mod watch;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,7 +107,7 @@ impl App {
         request: Request<Incoming>,
         peer: Peer,
     ) -> Result<Response<Body>, ApiError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let target = target(parts.uri.path());
         if let Target::Health(check) = target {
             return Ok(handlers::health(self, check));
@@ -133,7 +134,10 @@ impl App {
             (&Method::GET, Target::OpenApiV3) => Ok(handlers::openapi_v3(self, headers)),
             (_, Target::Unknown) => Err(ApiError::path_not_found()),
             (_, Target::Collection { namespace }) => match verb(&parts.method, &target, watch) {
-                "watch" => handlers::watch(self, headers, &query, namespace.clone()),
+                "watch" => {
+                    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                    handlers::watch(self, headers, &query, namespace.clone(), on_upgrade)
+                }
                 "list" => handlers::list(self, headers, &query, namespace.clone()).await,
                 "create" => match namespace {
                     Some(ns) => handlers::create(self, headers, &query, ns, &body).await,

@@ -54,6 +54,15 @@ pub fn error(e: &ApiError, encoding: Encoding) -> Response<Body> {
 /// The channel is bounded, so a slow reader holds back the writer instead of memory growing.
 pub fn streamed(code: StatusCode, content_type: &str) -> (mpsc::Sender<Bytes>, Response<Body>) {
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
+    (sender, body_from(code, content_type, receiver))
+}
+
+/// A response whose body is the chunks `receiver` yields, until its sender is gone.
+pub fn body_from(
+    code: StatusCode,
+    content_type: &str,
+    receiver: mpsc::Receiver<Bytes>,
+) -> Response<Body> {
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver
             .recv()
@@ -66,7 +75,7 @@ pub fn streamed(code: StatusCode, content_type: &str) -> (mpsc::Sender<Bytes>, R
         header::CONTENT_TYPE,
         HeaderValue::from_str(content_type).expect("a valid content type"),
     );
-    (sender, response)
+    response
 }
 
 /// Adds `Warning: 299 - "..."` headers, as kube-apiserver sends them.

@@ -1,17 +1,17 @@
-//! Serving a watch over a streamed response (HTTP/1.1 chunked or HTTP/2): one JSON event per
-//! line, bookmarks on a timer when asked for, an exact timeout, and a clean end on shutdown.
+//! A watch's events: one JSON event per line, bookmarks on a timer when asked for, an exact
+//! timeout, and a clean end on shutdown; served as a streamed body here, or over WebSocket.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
 use super::negotiate::Output;
 use super::render;
-use super::response::{Body, streamed};
+use super::response::{Body, body_from};
 use crate::api::types::{API_VERSION, KIND};
 use crate::registry::{WatchEvent, WatchStream};
 
@@ -66,12 +66,27 @@ fn line(value: &Value) -> Bytes {
     Bytes::from(text)
 }
 
+/// A watch served as a streamed response body (HTTP/1.1 chunked or HTTP/2 data frames).
 pub fn serve_watch(
+    stream: WatchStream,
+    options: WatchOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Response<Body> {
+    body_from(
+        StatusCode::OK,
+        "application/json",
+        events(stream, options, shutdown),
+    )
+}
+
+/// The watch's events, one encoded line each, produced by a task until the watch ends (its
+/// timeout, shutdown, an error event) or the receiver is dropped (the client went away).
+pub fn events(
     mut stream: WatchStream,
     options: WatchOptions,
     mut shutdown: watch::Receiver<bool>,
-) -> Response<Body> {
-    let (sender, response) = streamed(StatusCode::OK, "application/json");
+) -> mpsc::Receiver<Bytes> {
+    let (sender, receiver) = mpsc::channel(16);
     tokio::spawn(async move {
         let deadline = Instant::now() + options.timeout;
         let mut next_bookmark = Instant::now() + options.bookmark_interval;
@@ -115,5 +130,5 @@ pub fn serve_watch(
             let _ = sender.send(line(&bookmark(stream.progress(), false))).await;
         }
     });
-    response
+    receiver
 }

@@ -271,3 +271,29 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// A TLS connection to the server as the admin, speaking HTTP/1.1 (for WebSocket upgrades).
+pub async fn admin_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(server.pki("ca.crt")).unwrap())
+        .unwrap();
+    let chain = vec![CertificateDer::from_pem_file(server.pki("admin.crt")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(server.pki("admin.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&server.address)
+        .await
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}

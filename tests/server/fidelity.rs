@@ -300,3 +300,112 @@ fn apply_requests_are_checked() {
         assert!(cleared["metadata"].get("managedFields").is_none(), "{body}");
     });
 }
+
+mod websocket {
+    use futures::{SinkExt, StreamExt};
+    use serde_json::Value;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    use super::super::common::*;
+    use super::collection;
+
+    async fn next_json<S>(socket: &mut S) -> Value
+    where
+        S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    {
+        loop {
+            match socket.next().await.unwrap().unwrap() {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_websocket_watch_sees_events_answers_pings_and_closes_cleanly() {
+        let server = Server::start();
+        runtime().block_on(async {
+            let http = server.http();
+            let created = http
+                .request(
+                    "POST",
+                    &collection("ws"),
+                    "application/json",
+                    &image_json("ws", "first", "cs9").to_string(),
+                )
+                .await;
+            assert_eq!(created.0, 201);
+
+            let url = format!("wss://{}{}?watch=true", server.address, collection("ws"));
+            let mut request = url.as_str().into_client_request().unwrap();
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                "base64.binary.k8s.io".parse().unwrap(),
+            );
+            let (mut socket, response) =
+                tokio_tungstenite::client_async(request, admin_tls(&server).await)
+                    .await
+                    .unwrap();
+            assert_eq!(response.status(), 101);
+            assert_eq!(
+                response.headers()["sec-websocket-protocol"],
+                "base64.binary.k8s.io"
+            );
+
+            let event = next_json(&mut socket).await;
+            assert_eq!(
+                (
+                    event["type"].as_str(),
+                    event["object"]["metadata"]["name"].as_str()
+                ),
+                (Some("ADDED"), Some("first"))
+            );
+            let created = http
+                .request(
+                    "POST",
+                    &collection("ws"),
+                    "application/json",
+                    &image_json("ws", "second", "cs9").to_string(),
+                )
+                .await;
+            assert_eq!(created.0, 201);
+            let event = next_json(&mut socket).await;
+            assert_eq!(
+                (
+                    event["type"].as_str(),
+                    event["object"]["metadata"]["name"].as_str()
+                ),
+                (Some("ADDED"), Some("second"))
+            );
+
+            socket
+                .send(Message::Ping(b"are you there".to_vec().into()))
+                .await
+                .unwrap();
+            match socket.next().await.unwrap().unwrap() {
+                Message::Pong(payload) => assert_eq!(&payload[..], b"are you there"),
+                other => panic!("expected a pong, got {other:?}"),
+            }
+            socket.close(None).await.unwrap();
+
+            // A watch that times out ends with a normal close frame.
+            let url = format!(
+                "wss://{}{}?watch=true&timeoutSeconds=1&resourceVersion={}",
+                server.address,
+                collection("ws"),
+                created.1["metadata"]["resourceVersion"].as_str().unwrap()
+            );
+            let (mut socket, _) =
+                tokio_tungstenite::client_async(url.as_str(), admin_tls(&server).await)
+                    .await
+                    .unwrap();
+            match socket.next().await.unwrap().unwrap() {
+                Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        });
+    }
+}
