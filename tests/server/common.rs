@@ -16,7 +16,12 @@ pub struct Server {
 pub fn kubectl_binary() -> PathBuf {
     std::env::var_os("KUBECTL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers/venv/bin/kubectl"))
+        .unwrap_or_else(|| venv_binary("kubectl"))
+}
+
+/// A program of the peers' virtualenv that scripts/install-peers fills.
+pub fn venv_binary(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers/venv/bin").join(name)
 }
 
 fn spawn(dir: &Path, bind: &str, extra: &[&str]) -> (Child, String) {

@@ -7,3 +7,4 @@ mod fidelity;
 mod kube_rs;
 mod kubectl;
 mod lists_and_watches;
+mod python;
