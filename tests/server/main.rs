@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, over its real TLS on a loopback port, driven by the
 //! kubectl binary, kube-rs and plain HTTPS requests.
 
+mod client_go;
 mod common;
 mod errors;
 mod fidelity;
