@@ -10,14 +10,26 @@ use super::common::*;
 
 fn run_informer(server: &Server, namespace: &str, expected: usize, watch_list: bool) -> Value {
     let program = Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers/bin/informer");
-    assert!(program.exists(), "{} is missing: run scripts/install-peers", program.display());
+    assert!(
+        program.exists(),
+        "{} is missing: run scripts/install-peers",
+        program.display()
+    );
     let output = Command::new(program)
-        .args([server.kubeconfig().to_str().unwrap(), namespace, &expected.to_string()])
+        .args([
+            server.kubeconfig().to_str().unwrap(),
+            namespace,
+            &expected.to_string(),
+        ])
         .env("KUBE_FEATURE_WatchListClient", watch_list.to_string())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
@@ -29,7 +41,12 @@ fn client_go_informers_sync_and_follow_with_and_without_watch_list() {
         for i in 0..7 {
             let body = image_json("informers", &format!("seed-{i}"), "cs9").to_string();
             let path = format!("{BASE}/namespaces/informers/catalogimages");
-            assert_eq!(http.request("POST", &path, "application/json", &body).await.0, 201);
+            assert_eq!(
+                http.request("POST", &path, "application/json", &body)
+                    .await
+                    .0,
+                201
+            );
         }
     });
     // The classic reflector: LIST, then WATCH.

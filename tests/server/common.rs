@@ -21,7 +21,9 @@ pub fn kubectl_binary() -> PathBuf {
 
 /// A program of the peers' virtualenv that scripts/install-peers fills.
 pub fn venv_binary(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers/venv/bin").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".peers/venv/bin")
+        .join(name)
 }
 
 fn spawn(dir: &Path, bind: &str, extra: &[&str]) -> (Child, String) {

@@ -9,7 +9,10 @@ use super::common::*;
 fn the_python_client_pages_and_resumes_watches() {
     let server = Server::start();
     let python = venv_binary("python");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/list_and_watch.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/list_and_watch.py"
+    );
     let output = Command::new(python)
         .args([script, server.kubeconfig().to_str().unwrap(), "python"])
         .output()
