@@ -1,18 +1,22 @@
 //! catalog-apiserver: a Kubernetes aggregated API server for the catalog of automotive OS images.
 
 mod api;
+mod auth;
 mod certs;
 mod registry;
 mod server;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use catalog_storage::{Options, Store};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
+
+use crate::auth::Auth;
+use crate::server::tls::ServingCertificate;
 
 #[derive(Parser)]
 #[command(
@@ -26,8 +30,74 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run in a cluster, behind kube-apiserver's aggregator: authentication and authorization
+    /// delegated to kube-apiserver, configured by ConfigMap
+    /// kube-system/extension-apiserver-authentication.
+    Serve(Box<Serve>),
     /// Run on this machine with no cluster: own CA, own certificates, a kubeconfig for kubectl.
     Standalone(Standalone),
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Where the store lives (a persistent volume in a cluster).
+    #[arg(long, default_value = "/var/lib/catalog", env = "CATALOG_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "CATALOG_BIND")]
+    bind: SocketAddr,
+    /// Serving certificate (PEM chain); reloaded when the file changes.
+    #[arg(long)]
+    tls_cert_file: PathBuf,
+    /// Serving key (PEM); reloaded when the file changes.
+    #[arg(long)]
+    tls_private_key_file: PathBuf,
+    /// How often the serving certificate files are checked for a change.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    tls_reload_interval: Duration,
+    /// kubeconfig for reaching kube-apiserver (default: $KUBECONFIG, else the in-cluster
+    /// service account).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// CA bundle for client certificates, instead of the ConfigMap's client-ca-file.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// CA bundle for front-proxy certificates, instead of the ConfigMap's
+    /// requestheader-client-ca-file.
+    #[arg(long)]
+    requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names a front-proxy certificate may carry (comma-separated; empty list: any).
+    #[arg(long, value_delimiter = ',')]
+    requestheader_allowed_names: Option<Vec<String>>,
+    /// Headers naming the user (comma-separated), e.g. X-Remote-User.
+    #[arg(long, value_delimiter = ',')]
+    requestheader_username_headers: Option<Vec<String>>,
+    /// Headers naming the user's UID, e.g. X-Remote-Uid.
+    #[arg(long, value_delimiter = ',')]
+    requestheader_uid_headers: Option<Vec<String>>,
+    /// Headers naming the user's groups, e.g. X-Remote-Group.
+    #[arg(long, value_delimiter = ',')]
+    requestheader_group_headers: Option<Vec<String>>,
+    /// Prefixes of headers carrying extra user attributes, e.g. X-Remote-Extra-.
+    #[arg(long, value_delimiter = ',')]
+    requestheader_extra_headers_prefix: Option<Vec<String>>,
+    /// How long TokenReview answers are cached.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    authentication_token_webhook_cache_ttl: Duration,
+    /// Audiences bearer tokens must be meant for (comma-separated; default: kube-apiserver's).
+    #[arg(long, value_delimiter = ',')]
+    authentication_audiences: Vec<String>,
+    /// How long an allowing SubjectAccessReview answer is cached.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    authorization_webhook_cache_authorized_ttl: Duration,
+    /// How long a denying SubjectAccessReview answer is cached.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    authorization_webhook_cache_unauthorized_ttl: Duration,
+    /// Serve requests nothing authenticates as system:anonymous (authorization still applies).
+    #[arg(long)]
+    anonymous_auth: bool,
+    #[command(flatten)]
+    serving: Serving,
 }
 
 #[derive(clap::Args)]
@@ -75,6 +145,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Standalone(args) => runtime.block_on(standalone(args)),
     };
     match result {
@@ -95,7 +166,16 @@ async fn standalone(args: Standalone) -> Result<(), String> {
         "127.0.0.1".to_string(),
     ];
     let files = certs::ensure_standalone(dir, &hosts)?;
-    let tls = server::tls::server_config(&files.serving_cert, &files.serving_key, &files.ca)?;
+    let serving = ServingCertificate::load(&files.serving_cert, &files.serving_key)?;
+    let tls = server::tls::server_config(serving)?;
+    let ca = read_text(&files.ca)?;
+    let auth = Auth::standalone(
+        auth::config::Sources {
+            client_ca: Some(ca),
+            ..Default::default()
+        }
+        .build()?,
+    );
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| format!("binding {}: {e}", args.bind))?;
@@ -105,15 +185,90 @@ async fn standalone(args: Standalone) -> Result<(), String> {
         &kubeconfig,
         &certs::kubeconfig(&files, &format!("https://{address}"))?,
     )?;
-    run(listener, tls, &dir.join("store"), args.serving).await?;
+    run(
+        listener,
+        tls,
+        Arc::new(auth),
+        &dir.join("store"),
+        args.serving,
+    )
+    .await?;
     Ok(())
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        None => kube::Config::infer().await.map_err(|e| e.to_string()),
+    }
+    .map_err(|e| format!("kube-apiserver client configuration: {e}"))?;
+    kube::Client::try_from(config).map_err(|e| format!("kube-apiserver client: {e}"))
+}
+
+async fn serve(args: Serve) -> Result<(), String> {
+    let serving = ServingCertificate::load(&args.tls_cert_file, &args.tls_private_key_file)?;
+    serving.clone().watch(args.tls_reload_interval);
+    let tls = server::tls::server_config(serving)?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let flags = auth::config::Sources {
+        client_ca: args.client_ca_file.as_deref().map(read_text).transpose()?,
+        request_header_ca: args
+            .requestheader_client_ca_file
+            .as_deref()
+            .map(read_text)
+            .transpose()?,
+        allowed_names: args.requestheader_allowed_names,
+        username_headers: args.requestheader_username_headers,
+        uid_headers: args.requestheader_uid_headers,
+        group_headers: args.requestheader_group_headers,
+        extra_headers_prefix: args.requestheader_extra_headers_prefix,
+    };
+    let reviewer = auth::review::Reviewer::new(
+        client.clone(),
+        auth::review::ReviewOptions {
+            token_ttl: args.authentication_token_webhook_cache_ttl,
+            allow_ttl: args.authorization_webhook_cache_authorized_ttl,
+            deny_ttl: args.authorization_webhook_cache_unauthorized_ttl,
+            audiences: args.authentication_audiences,
+        },
+    );
+    let auth = Arc::new(Auth::delegated(reviewer, args.anonymous_auth));
+    if flags.client_ca.is_some() || flags.request_header_ca.is_some() {
+        // Flags alone are enough to start; the ConfigMap, if published, completes them.
+        auth.set_config(flags.build()?);
+    }
+    tokio::spawn(auth::config::follow_config_map(client, flags, auth.clone()));
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("creating {}: {e}", args.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| format!("binding {}: {e}", args.bind))?;
+    run(
+        listener,
+        tls,
+        auth,
+        &args.data_dir.join("store"),
+        args.serving,
+    )
+    .await
 }
 
 /// Opens the store and serves until SIGTERM or SIGINT, then shuts down gracefully.
 async fn run(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    store_dir: &std::path::Path,
+    auth: Arc<Auth>,
+    store_dir: &Path,
     serving: Serving,
 ) -> Result<(), String> {
     let options = Options {
@@ -130,6 +285,7 @@ async fn run(
     };
     let app = Arc::new(server::App::new(
         registry::Registry::new(store),
+        auth,
         config,
         stopped.clone(),
     ));

@@ -15,7 +15,6 @@ mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{Method, Request, Response};
@@ -25,16 +24,18 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
 use tokio_rustls::TlsAcceptor;
 
 use self::query::Query;
-use self::request::{Target, target, verb};
+use self::request::{Target, attributes, target, verb};
 use self::response::{Body, error};
 use self::status::ApiError;
 use crate::api::openapi;
+use crate::auth::Auth;
 use crate::registry::Registry;
 
 /// Settings of the HTTP surface.
@@ -53,35 +54,43 @@ pub struct Documents {
 
 pub struct App {
     pub registry: Registry,
+    pub auth: Arc<Auth>,
     pub config: Config,
     pub documents: Documents,
-    ready: AtomicBool,
     shutdown: signal::Receiver<bool>,
 }
 
-/// Who the connection says it is, from its TLS handshake.
-#[derive(Clone, Copy, Debug)]
+/// The client certificate chain of a connection, as presented in its TLS handshake (the client
+/// proved it holds the key; whether the chain is trusted is for the authenticator to say).
+#[derive(Clone, Debug, Default)]
 struct Peer {
-    verified_client_certificate: bool,
+    chain: Arc<Vec<CertificateDer<'static>>>,
 }
 
 impl App {
-    pub fn new(registry: Registry, config: Config, shutdown: signal::Receiver<bool>) -> App {
+    pub fn new(
+        registry: Registry,
+        auth: Arc<Auth>,
+        config: Config,
+        shutdown: signal::Receiver<bool>,
+    ) -> App {
         let documents = Documents {
             openapi_v2: openapi::v2(),
             openapi_v3: openapi::v3(),
         };
         App {
             registry,
+            auth,
             config,
             documents,
-            ready: AtomicBool::new(true),
             shutdown,
         }
     }
 
+    /// Ready once the authentication configuration is loaded (the store is open before the
+    /// App exists), and until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !*self.shutdown.borrow()
+        self.auth.is_ready() && !*self.shutdown.borrow()
     }
 
     async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> Response<Body> {
@@ -112,12 +121,12 @@ impl App {
         if let Target::Health(check) = target {
             return Ok(handlers::health(self, check));
         }
-        if !peer.verified_client_certificate {
-            return Err(ApiError::unauthorized());
-        }
+        let identity = self.auth.authenticate(&peer.chain, &parts.headers).await?;
         let query = Query::parse(parts.uri.query());
         let headers = &parts.headers;
         let watch = query.flag("watch")?;
+        let (attributes, name) = attributes(&parts.method, parts.uri.path(), &target, watch);
+        self.auth.authorize(&identity, &attributes, name).await?;
         let body = match parts.method {
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
                 read_body(body, self.config.max_body_bytes).await?
@@ -224,14 +233,17 @@ pub async fn serve(
                 Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
             };
             let peer = Peer {
-                verified_client_certificate: tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .is_some_and(|c| !c.is_empty()),
+                chain: Arc::new(
+                    tls.get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+                        .unwrap_or_default(),
+                ),
             };
             let service = service_fn(move |request| {
                 let app = app.clone();
+                let peer = peer.clone();
                 async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer).await) }
             });
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);

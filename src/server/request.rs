@@ -3,6 +3,7 @@
 use http::Method;
 
 use crate::api::types::{GROUP, PLURAL, VERSION};
+use crate::auth::Attributes;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -71,6 +72,58 @@ pub fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
         (&Method::PATCH, _) => "patch",
         (&Method::DELETE, Target::Collection { .. }) => "deletecollection",
         (&Method::DELETE, _) => "delete",
+        _ => "unknown",
+    }
+}
+
+/// What authorization is asked about a request, and the object name a 403 names.
+pub fn attributes<'a>(
+    method: &Method,
+    path: &str,
+    target: &'a Target,
+    watch: bool,
+) -> (Attributes, &'a str) {
+    let resource = |namespace: &str, name: &str, subresource| Attributes::Resource {
+        verb: verb(method, target, watch),
+        group: GROUP,
+        version: VERSION,
+        resource: PLURAL,
+        subresource,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    };
+    match target {
+        Target::Collection { namespace } => {
+            (resource(namespace.as_deref().unwrap_or(""), "", ""), "")
+        }
+        Target::Object {
+            namespace,
+            name,
+            status,
+        } => {
+            let subresource = if *status { "status" } else { "" };
+            (resource(namespace, name, subresource), name)
+        }
+        _ => (
+            Attributes::NonResource {
+                verb: non_resource_verb(method),
+                path: path.to_string(),
+            },
+            "",
+        ),
+    }
+}
+
+/// The verb of a request for a path that is not a resource: the lowercased HTTP method.
+fn non_resource_verb(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "get",
+        Method::HEAD => "head",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        Method::OPTIONS => "options",
         _ => "unknown",
     }
 }

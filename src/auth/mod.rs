@@ -1,0 +1,242 @@
+//! Who is asking, and may they, as a server built on k8s.io/apiserver decides it: a front
+//! proxy's headers (trusted only behind a request-header CA certificate with an allowed CN), a
+//! client certificate of the client CA, or a bearer token (TokenReview); then a
+//! SubjectAccessReview per request. Standalone mode trusts its own CA and allows everything.
+
+mod cache;
+pub mod config;
+pub mod identity;
+pub mod review;
+
+use std::sync::{Arc, RwLock};
+
+use http::{HeaderMap, StatusCode, header};
+use rustls::pki_types::CertificateDer;
+
+use self::config::AuthConfig;
+use self::identity::{Identity, chain_verifies, from_certificate, from_headers};
+use self::review::Reviewer;
+use crate::api::types::{GROUP, PLURAL};
+use crate::server::status::ApiError;
+
+/// What a request does, as authorization sees it (k8s.io/apiserver's authorizer.Attributes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attributes {
+    Resource {
+        verb: &'static str,
+        group: &'static str,
+        version: &'static str,
+        resource: &'static str,
+        subresource: &'static str,
+        namespace: String,
+        name: String,
+    },
+    NonResource {
+        verb: &'static str,
+        path: String,
+    },
+}
+
+pub struct Auth {
+    /// None until the configuration is known (serve mode waits for the ConfigMap).
+    config: RwLock<Option<Arc<AuthConfig>>>,
+    /// kube-apiserver's reviews; None in standalone mode, which allows every authenticated user.
+    reviewer: Option<Reviewer>,
+    anonymous: bool,
+}
+
+impl Auth {
+    /// Standalone: client certificates of `config`'s client CA, every request allowed.
+    pub fn standalone(config: AuthConfig) -> Auth {
+        Auth {
+            config: RwLock::new(Some(Arc::new(config))),
+            reviewer: None,
+            anonymous: false,
+        }
+    }
+
+    /// In a cluster: configuration to come (see `config::follow_config_map`), reviews by
+    /// kube-apiserver.
+    pub fn delegated(reviewer: Reviewer, anonymous: bool) -> Auth {
+        Auth {
+            config: RwLock::new(None),
+            reviewer: Some(reviewer),
+            anonymous,
+        }
+    }
+
+    pub fn set_config(&self, config: AuthConfig) {
+        *self.config.write().expect("auth config lock") = Some(Arc::new(config));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.config.read().expect("auth config lock").is_some()
+    }
+
+    fn current(&self) -> Option<Arc<AuthConfig>> {
+        self.config.read().expect("auth config lock").clone()
+    }
+
+    /// The identity of a request: its TLS client certificate chain (unverified so far) and
+    /// headers. 401 when nothing authenticates it and anonymous requests are off.
+    pub async fn authenticate(
+        &self,
+        chain: &[CertificateDer<'static>],
+        headers: &HeaderMap,
+    ) -> Result<Identity, ApiError> {
+        let config = self.current().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the authentication configuration is not loaded yet",
+            )
+        })?;
+        if let Some(identity) = front_proxy_identity(&config, chain, headers) {
+            return Ok(identity.authenticated());
+        }
+        if let Some(verifier) = &config.client_ca
+            && chain_verifies(verifier.as_ref(), chain)
+            && let Some(identity) = from_certificate(&chain[0])
+        {
+            return Ok(identity.authenticated());
+        }
+        if let (Some(reviewer), Some(token)) = (&self.reviewer, bearer_token(headers)) {
+            match reviewer.token(token).await {
+                Ok(Some(identity)) => return Ok(identity.authenticated()),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "token review failed"),
+            }
+        }
+        if self.anonymous {
+            return Ok(Identity {
+                user: "system:anonymous".into(),
+                groups: vec!["system:unauthenticated".into()],
+                ..Identity::default()
+            });
+        }
+        Err(ApiError::unauthorized())
+    }
+
+    /// Whether `identity` may do what `attributes` describe.
+    pub async fn allowed(
+        &self,
+        identity: &Identity,
+        attributes: &Attributes,
+    ) -> Result<bool, ApiError> {
+        Ok(self.decide(identity, attributes).await?.0)
+    }
+
+    /// Allows the request or answers 403 in kube-apiserver's words.
+    pub async fn authorize(
+        &self,
+        identity: &Identity,
+        attributes: &Attributes,
+        name_for_status: &str,
+    ) -> Result<(), ApiError> {
+        match self.decide(identity, attributes).await? {
+            (true, _) => Ok(()),
+            (false, reason) => Err(forbidden(identity, attributes, name_for_status, &reason)),
+        }
+    }
+
+    async fn decide(
+        &self,
+        identity: &Identity,
+        attributes: &Attributes,
+    ) -> Result<(bool, String), ApiError> {
+        let Some(reviewer) = &self.reviewer else {
+            return Ok((true, String::new()));
+        };
+        let decision = reviewer
+            .access(identity, attributes)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok((decision.allowed, decision.reason))
+    }
+}
+
+/// The user a front proxy vouches for: only when its certificate chains to the request-header
+/// CA and carries an allowed CN (k8s.io/apiserver `authentication/request/headerrequest`).
+fn front_proxy_identity(
+    config: &AuthConfig,
+    chain: &[CertificateDer<'static>],
+    headers: &HeaderMap,
+) -> Option<Identity> {
+    let request_header = config.request_header.as_ref()?;
+    if !chain_verifies(request_header.verifier.as_ref(), chain) {
+        return None;
+    }
+    let (common_name, _) = identity::subject(&chain[0])?;
+    if !request_header.allowed_names.is_empty()
+        && !request_header.allowed_names.contains(&common_name)
+    {
+        tracing::debug!(%common_name, "front-proxy certificate with a CN that is not allowed");
+        return None;
+    }
+    from_headers(headers, &request_header.names)
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// 403 as kube-apiserver words it (endpoints/handlers/responsewriters/errors.go).
+fn forbidden(identity: &Identity, attributes: &Attributes, name: &str, reason: &str) -> ApiError {
+    let user = &identity.user;
+    let mut why = match attributes {
+        Attributes::NonResource { verb, path } => {
+            format!("User {user:?} cannot {verb} path {path:?}")
+        }
+        Attributes::Resource {
+            verb,
+            group,
+            resource,
+            subresource,
+            namespace,
+            ..
+        } => {
+            let resource = if subresource.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}/{subresource}")
+            };
+            if namespace.is_empty() {
+                format!(
+                    "User {user:?} cannot {verb} resource {resource:?} in API group {group:?} at the cluster scope"
+                )
+            } else {
+                format!(
+                    "User {user:?} cannot {verb} resource {resource:?} in API group {group:?} in the namespace {namespace:?}"
+                )
+            }
+        }
+    };
+    if !reason.is_empty() {
+        why = format!("{why}: {reason}");
+    }
+    match attributes {
+        Attributes::NonResource { .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("forbidden: {why}"),
+        ),
+        Attributes::Resource { .. } => {
+            let qualified = format!("{PLURAL}.{GROUP}");
+            let subject = if name.is_empty() {
+                qualified
+            } else {
+                format!("{qualified} {name:?}")
+            };
+            let mut error = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("{subject} is forbidden: {why}"),
+            );
+            error.details = Some(serde_json::json!({"name": name, "group": GROUP, "kind": PLURAL}));
+            error
+        }
+    }
+}
