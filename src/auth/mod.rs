@@ -155,6 +155,25 @@ impl Auth {
     }
 }
 
+/// 403 for a write that references a Secret in another namespace its writer may not read.
+pub fn secret_reference_forbidden(identity: &Identity, namespace: &str, name: &str) -> ApiError {
+    let message = format!(
+        "User {:?} cannot get resource \"secrets\" in API group \"\" in the namespace {namespace:?}",
+        identity.user
+    );
+    let mut error = ApiError::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!("{PLURAL}.{GROUP} is forbidden: spec.authSecretRef: {message}"),
+    );
+    error.details = Some(
+        serde_json::json!({"group": GROUP, "kind": PLURAL, "causes": [
+            {"reason": "FieldValueForbidden", "field": "spec.authSecretRef", "message": format!("{message} (secret {name:?})")}
+        ]}),
+    );
+    error
+}
+
 /// The user a front proxy vouches for: only when its certificate chains to the request-header
 /// CA and carries an allowed CN (k8s.io/apiserver `authentication/request/headerrequest`).
 fn front_proxy_identity(

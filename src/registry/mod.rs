@@ -25,7 +25,7 @@ pub use decode::FieldValidation;
 pub use delete::DeleteOptions;
 pub use list::{ListQuery, RevisionMatch};
 pub use watch::{WatchEvent, WatchStream};
-pub use write::{PatchKind, WriteOptions, Written};
+pub use write::{PatchKind, SecretAccess, WriteOptions, Written};
 
 #[derive(Clone)]
 pub struct Registry {

@@ -1,8 +1,11 @@
 //! create, update and patch, on the main resource and on `/status`, in one strategy order:
 //! decode → server-owned fields → defaults → validation → dry run or one store write.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use catalog_storage::{Item, Op, WriteError};
+use futures_util::future::BoxFuture;
 use rand::Rng;
 use serde_json::Value;
 
@@ -16,13 +19,20 @@ use crate::api::types::CatalogImage;
 use crate::api::validate::{Cause, default, validate};
 use crate::server::status::ApiError;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
     /// The field manager the write is recorded under in managedFields.
     pub manager: String,
+    /// Asked when a write makes an entry reference a Secret in another namespace: may the
+    /// writer read it? None when the server itself writes.
+    pub secret_access: Option<SecretAccess>,
 }
+
+/// Answers Ok when the writer may `get` Secret (namespace, name), else the error to return.
+pub type SecretAccess =
+    Arc<dyn Fn(String, String) -> BoxFuture<'static, Result<(), ApiError>> + Send + Sync>;
 
 /// The object as written (its stored bytes) and the warnings to send with it.
 #[derive(Debug)]
@@ -124,6 +134,7 @@ impl Registry {
                 image.metadata.name = Some(generated_name(&prefix));
             }
             check_valid(&image)?;
+            check_secret_reference(&image, None, options).await?;
             let name = image.metadata.name.clone().unwrap_or_default();
             if options.dry_run {
                 if self
@@ -308,6 +319,7 @@ impl Registry {
             image.metadata.managed_fields = record(&image, Some(&old), &writer);
         }
         check_valid(&image)?;
+        check_secret_reference(&image, Some(&old), options).await?;
         if image == old {
             // Nothing changed: no write, no new resourceVersion, as kube-apiserver does.
             return Ok(Written {
@@ -354,6 +366,31 @@ impl Registry {
             warnings: Vec::new(),
         })
     }
+}
+
+/// An entry may name a Secret in another namespace only if its writer may read that Secret;
+/// asked when the reference is new or changed, so writes that leave it alone need no access.
+async fn check_secret_reference(
+    image: &CatalogImage,
+    old: Option<&CatalogImage>,
+    options: &WriteOptions,
+) -> Result<(), ApiError> {
+    let (Some(check), Some(reference)) = (&options.secret_access, &image.spec.auth_secret_ref)
+    else {
+        return Ok(());
+    };
+    let namespace = image.metadata.namespace.as_deref().unwrap_or("");
+    let Some(secret_namespace) = reference
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty() && *ns != namespace)
+    else {
+        return Ok(());
+    };
+    if old.is_some_and(|old| old.spec.auth_secret_ref == image.spec.auth_secret_ref) {
+        return Ok(());
+    }
+    check(secret_namespace.to_string(), reference.name.clone()).await
 }
 
 /// The managedFields of `image` after its writer's non-apply write from `old` (None: create).

@@ -1,6 +1,7 @@
 //! One handler per verb, each taking what it needs: get, list, watch, create, update, patch,
 //! delete, deletecollection, and the discovery, OpenAPI and health documents.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,9 +21,11 @@ use super::watch::{self, WatchOptions};
 use super::websocket;
 use crate::api::types::{API_VERSION, LIST_KIND};
 use crate::api::{discovery, openapi};
+use crate::auth::identity::Identity;
+use crate::auth::{Attributes, Auth, secret_reference_forbidden};
 use crate::registry::{
     ApplyOptions, DeleteOptions, FieldValidation, ListQuery, PatchKind, RevisionMatch,
-    WriteOptions, Written,
+    SecretAccess, WriteOptions, Written,
 };
 
 /// Items read per store page while streaming a list with no limit.
@@ -314,11 +317,40 @@ pub fn watch(
     Ok(watch::serve_watch(stream, options, app.shutdown.clone()))
 }
 
-fn write_options(headers: &HeaderMap, query: &Query) -> Result<WriteOptions, ApiError> {
+fn write_options(
+    app: &App,
+    identity: &Identity,
+    headers: &HeaderMap,
+    query: &Query,
+) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run: query.dry_run()?,
         field_validation: FieldValidation::parse(query.get("fieldValidation"))?,
         manager: field_manager(headers, query)?,
+        secret_access: Some(secret_access(app.auth.clone(), identity.clone())),
+    })
+}
+
+/// Whether `identity` may `get` a Secret, asked of the authorizer like any request.
+fn secret_access(auth: Arc<Auth>, identity: Identity) -> SecretAccess {
+    Arc::new(move |namespace: String, name: String| {
+        let (auth, identity) = (auth.clone(), identity.clone());
+        Box::pin(async move {
+            let attributes = Attributes::Resource {
+                verb: "get",
+                group: "",
+                version: "v1",
+                resource: "secrets",
+                subresource: "",
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            if auth.allowed(&identity, &attributes).await? {
+                Ok(())
+            } else {
+                Err(secret_reference_forbidden(&identity, &namespace, &name))
+            }
+        })
     })
 }
 
@@ -398,6 +430,7 @@ fn yaml_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
 
 pub async fn create(
     app: &App,
+    identity: &Identity,
     headers: &HeaderMap,
     query: &Query,
     namespace: &str,
@@ -406,13 +439,18 @@ pub async fn create(
     let body = json_body(headers, body)?;
     let result = app
         .registry
-        .create(namespace, &body, &write_options(headers, query)?)
+        .create(
+            namespace,
+            &body,
+            &write_options(app, identity, headers, query)?,
+        )
         .await?;
     Ok(written(headers, StatusCode::CREATED, result))
 }
 
 pub async fn update(
     app: &App,
+    identity: &Identity,
     headers: &HeaderMap,
     query: &Query,
     namespace: &str,
@@ -428,7 +466,7 @@ pub async fn update(
             name,
             status,
             &body,
-            &write_options(headers, query)?,
+            &write_options(app, identity, headers, query)?,
         )
         .await?;
     Ok(written(headers, StatusCode::OK, result))
@@ -436,6 +474,7 @@ pub async fn update(
 
 pub async fn patch(
     app: &App,
+    identity: &Identity,
     headers: &HeaderMap,
     query: &Query,
     namespace: &str,
@@ -443,7 +482,7 @@ pub async fn patch(
     status: bool,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    let write = write_options(headers, query)?;
+    let write = write_options(app, identity, headers, query)?;
     let force = query
         .get("force")
         .map(|_| query.flag("force"))

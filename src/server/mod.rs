@@ -149,7 +149,7 @@ impl App {
                 }
                 "list" => handlers::list(self, headers, &query, namespace.clone()).await,
                 "create" => match namespace {
-                    Some(ns) => handlers::create(self, headers, &query, ns, &body).await,
+                    Some(ns) => handlers::create(self, &identity, headers, &query, ns, &body).await,
                     None => Err(ApiError::method_not_allowed(&parts.method)),
                 },
                 "deletecollection" => {
@@ -167,10 +167,16 @@ impl App {
             ) => match (verb(&parts.method, &target, false), status) {
                 ("get", _) => handlers::get(self, headers, &query, namespace, name),
                 ("update", _) => {
-                    handlers::update(self, headers, &query, namespace, name, *status, &body).await
+                    handlers::update(
+                        self, &identity, headers, &query, namespace, name, *status, &body,
+                    )
+                    .await
                 }
                 ("patch", _) => {
-                    handlers::patch(self, headers, &query, namespace, name, *status, &body).await
+                    handlers::patch(
+                        self, &identity, headers, &query, namespace, name, *status, &body,
+                    )
+                    .await
                 }
                 ("delete", false) => {
                     handlers::delete(self, headers, &query, namespace, name, &body).await

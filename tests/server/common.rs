@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-/// A running `catalog-apiserver standalone` with its own data directory.
+/// A running `catalog-apiserver standalone` (or `serve`) with its own data directory.
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub address: String,
@@ -26,15 +26,9 @@ pub fn venv_binary(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn spawn(dir: &Path, bind: &str, extra: &[&str]) -> (Child, String) {
+fn spawn(mode: &str, dir: &Path, bind: &str, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-apiserver"))
-        .args([
-            "standalone",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--bind",
-            bind,
-        ])
+        .args([mode, "--data-dir", dir.to_str().unwrap(), "--bind", bind])
         .args(extra)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -63,8 +57,16 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let (child, address) = spawn(dir.path(), "127.0.0.1:0", extra);
+        Server::spawn_in(tempfile::tempdir().unwrap(), "standalone", extra)
+    }
+
+    /// `catalog-apiserver serve` with these flags, its data directory in `dir`.
+    pub fn serve(dir: tempfile::TempDir, flags: &[&str]) -> Server {
+        Server::spawn_in(dir, "serve", flags)
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, mode: &str, extra: &[&str]) -> Server {
+        let (child, address) = spawn(mode, dir.path(), "127.0.0.1:0", extra);
         Server {
             dir,
             address,
@@ -88,7 +90,7 @@ impl Server {
     /// Starts the server again on the same address and data directory.
     pub fn restart(&mut self, extra: &[&str]) {
         self.stop();
-        let (child, address) = spawn(self.dir.path(), &self.address.clone(), extra);
+        let (child, address) = spawn("standalone", self.dir.path(), &self.address.clone(), extra);
         assert_eq!(address, self.address);
         self.child = Some(child);
     }
