@@ -99,7 +99,7 @@ impl Registry {
 /// Parses and checks an apply configuration: a YAML (or JSON) object of our kind, for the
 /// object the URL names, without managedFields.
 fn apply_configuration(body: &[u8], namespace: &str, name: &str) -> Result<Value, ApiError> {
-    let mut config: Value = serde_yaml_ng::from_slice(body)
+    let mut config: Value = serde_saphyr::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     if !config.is_object() {
         return Err(ApiError::bad_request(

@@ -423,7 +423,7 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Bytes, ApiError> {
 }
 
 fn yaml_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
-    let value: Value = serde_yaml_ng::from_slice(body)
+    let value: Value = serde_saphyr::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
     Ok(Bytes::from(value.to_string()))
 }

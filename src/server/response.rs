@@ -43,7 +43,7 @@ pub fn encoded(code: StatusCode, encoding: Encoding, body: impl Into<Bytes>) -> 
 
 fn to_yaml(json: &[u8]) -> Result<String, String> {
     let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    serde_yaml_ng::to_string(&value).map_err(|e| e.to_string())
+    serde_saphyr::to_string(&value).map_err(|e| e.to_string())
 }
 
 pub fn error(e: &ApiError, encoding: Encoding) -> Response<Body> {

@@ -39,7 +39,7 @@ fn yaml_in_and_out() {
             send(&http, "POST", &collection("yaml"), &yaml, &manifest).await;
         assert_eq!(code, 201, "{body}");
         assert_eq!(headers["content-type"], "application/yaml");
-        let created: Value = serde_yaml_ng::from_str(&body).unwrap();
+        let created: Value = serde_saphyr::from_str(&body).unwrap();
         assert_eq!(created["spec"]["metadata"]["distro"], "cs9");
 
         // The YAML of a get is the JSON of the same get, keys sorted.
@@ -55,13 +55,13 @@ fn yaml_in_and_out() {
         );
         let (_, _, json) = send(&http, "GET", &path, &[], "").await;
         assert_eq!(
-            serde_yaml_ng::from_str::<Value>(&body).unwrap(),
+            serde_saphyr::from_str::<Value>(&body).unwrap(),
             serde_json::from_str::<Value>(&json).unwrap()
         );
 
         let (code, _, body) = send(&http, "GET", &collection("yaml"), &accept_yaml, "").await;
         assert_eq!(code, 200);
-        let list: Value = serde_yaml_ng::from_str(&body).unwrap();
+        let list: Value = serde_saphyr::from_str(&body).unwrap();
         assert_eq!(list["kind"], "CatalogImageList");
         assert_eq!(list["items"][0]["metadata"]["name"], "one");
 
@@ -78,7 +78,7 @@ fn yaml_in_and_out() {
             (code, &headers["content-type"]),
             (404, &"application/yaml".parse().unwrap())
         );
-        let status: Value = serde_yaml_ng::from_str(&body).unwrap();
+        let status: Value = serde_saphyr::from_str(&body).unwrap();
         assert_eq!(
             (status["kind"].as_str(), status["reason"].as_str()),
             (Some("Status"), Some("NotFound"))
