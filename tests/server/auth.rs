@@ -70,6 +70,10 @@ fn policy() -> Policy {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Cluster {
         let (client_ca, front_proxy_ca, serving_ca) = (
             Ca::new("client-ca"),
             Ca::new("front-proxy-ca"),
@@ -86,19 +90,18 @@ impl Cluster {
         std::fs::write(dir.path().join("tls.key"), &serving.key).unwrap();
         let kubeconfig = kube.kubeconfig(dir.path());
         let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        let server = Server::serve(
-            dir,
-            &[
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--tls-cert-file",
-                cert.to_str().unwrap(),
-                "--tls-private-key-file",
-                key.to_str().unwrap(),
-                "--tls-reload-interval",
-                "1s",
-            ],
-        );
+        let mut flags = vec![
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-private-key-file",
+            key.to_str().unwrap(),
+            "--tls-reload-interval",
+            "1s",
+        ];
+        flags.extend(extra);
+        let server = Server::serve(dir, &flags);
         let cluster = Cluster {
             kube,
             server,
@@ -412,5 +415,17 @@ fn a_secret_in_another_namespace_needs_read_access_to_it() {
         assert_eq!(code, 201);
         let secret_reviews = cluster.kube.access_reviews()[before..].iter().filter(|r| r["resourceAttributes"]["resource"] == "secrets").count();
         assert_eq!(secret_reviews, 0);
+    });
+}
+
+#[test]
+fn anonymous_requests_are_served_as_system_anonymous_when_enabled() {
+    let cluster = Cluster::start_with(&["--anonymous-auth"]);
+    runtime().block_on(async {
+        let anonymous = cluster.client(None, None, &[]);
+        assert_eq!(cluster.get(&anonymous, NAMESPACE_PATH).await, 200);
+        let review = cluster.kube.access_reviews().last().cloned().unwrap();
+        assert_eq!(review["user"], "system:anonymous");
+        assert_eq!(review["groups"], json!(["system:unauthenticated"]));
     });
 }
