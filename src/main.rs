@@ -5,6 +5,7 @@ mod auth;
 mod certs;
 mod registry;
 mod server;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -127,6 +128,101 @@ struct Serving {
     /// The store's page cache, in MiB.
     #[arg(long, default_value_t = 256)]
     store_cache_mib: usize,
+    #[command(flatten)]
+    verification: Verification,
+}
+
+/// The verification loop's flags.
+#[derive(clap::Args)]
+struct Verification {
+    /// Verify entries against their registries and write the result into their status.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    verify: bool,
+    /// Checks running at once.
+    #[arg(long, default_value_t = 16)]
+    verify_concurrency: usize,
+    /// Failures in a row after which an entry is Failed.
+    #[arg(long, default_value_t = 5)]
+    verify_max_failures: u32,
+    /// First retry delay after a failure; doubled per failure, with jitter.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    verify_retry_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    verify_retry_cap: Duration,
+    /// How long one registry answer serves every entry with the same reference.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    verify_share_window: Duration,
+    /// Requests per second to one registry host.
+    #[arg(long, default_value_t = 10.0)]
+    registry_rate: f64,
+    /// Consecutive failures that stop contacting a registry host for a cool-down.
+    #[arg(long, default_value_t = 5)]
+    registry_failure_threshold: u32,
+    /// How long a failing registry host is left alone before one probe.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    registry_cool_down: Duration,
+    /// How long one registry request may take.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    registry_timeout: Duration,
+    /// CA certificates per registry host, in containers' certs.d layout (DIR/HOST[:PORT]/*.crt).
+    #[arg(long)]
+    registry_ca: Option<PathBuf>,
+    /// A registry host reached over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// An auth file with registry credentials (repeatable; default
+    /// $XDG_RUNTIME_DIR/containers/auth.json, then ~/.docker/config.json).
+    #[arg(long = "registry-auth-file")]
+    registry_auth_files: Vec<PathBuf>,
+    /// The OpenShift internal registry, reached with the service account token.
+    #[arg(
+        long,
+        default_value = "image-registry.openshift-image-registry.svc:5000"
+    )]
+    openshift_registry: String,
+    /// The service account token presented to the OpenShift internal registry.
+    #[arg(
+        long,
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    service_account_token_file: PathBuf,
+}
+
+impl Verification {
+    fn options(&self) -> verify::VerifyOptions {
+        verify::VerifyOptions {
+            concurrency: self.verify_concurrency,
+            max_failures: self.verify_max_failures,
+            retry_base: self.verify_retry_base,
+            retry_cap: self.verify_retry_cap,
+            share_window: self.verify_share_window,
+            hosts: verify::hosts::HostOptions {
+                ca_dir: self.registry_ca.clone(),
+                insecure: self.insecure_registries.clone(),
+                rate: self.registry_rate,
+                failure_threshold: self.registry_failure_threshold,
+                cool_down: self.registry_cool_down,
+                timeout: self.registry_timeout,
+            },
+        }
+    }
+
+    fn credentials(&self, cluster: Option<kube::Client>) -> verify::credentials::CredentialSources {
+        let auth_files = if self.registry_auth_files.is_empty() {
+            verify::credentials::default_auth_files()
+        } else {
+            self.registry_auth_files.clone()
+        };
+        verify::credentials::CredentialSources {
+            cluster,
+            auth_files,
+            internal_registry: Some((
+                self.openshift_registry.clone(),
+                self.service_account_token_file.clone(),
+            )),
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -143,6 +239,9 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // One TLS provider for every client and server in the process (oci-client's reqwest
+    // brings none of its own).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
@@ -189,6 +288,7 @@ async fn standalone(args: Standalone) -> Result<(), String> {
         listener,
         tls,
         Arc::new(auth),
+        None,
         &dir.join("store"),
         args.serving,
     )
@@ -247,7 +347,11 @@ async fn serve(args: Serve) -> Result<(), String> {
         // Flags alone are enough to start; the ConfigMap, if published, completes them.
         auth.set_config(flags.build()?);
     }
-    tokio::spawn(auth::config::follow_config_map(client, flags, auth.clone()));
+    tokio::spawn(auth::config::follow_config_map(
+        client.clone(),
+        flags,
+        auth.clone(),
+    ));
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("creating {}: {e}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.bind)
@@ -257,6 +361,7 @@ async fn serve(args: Serve) -> Result<(), String> {
         listener,
         tls,
         auth,
+        Some(client),
         &args.data_dir.join("store"),
         args.serving,
     )
@@ -268,6 +373,7 @@ async fn run(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     auth: Arc<Auth>,
+    cluster: Option<kube::Client>,
     store_dir: &Path,
     serving: Serving,
 ) -> Result<(), String> {
@@ -283,12 +389,17 @@ async fn run(
         bookmark_interval: serving.watch_bookmark_interval,
         max_body_bytes: 3 << 20,
     };
-    let app = Arc::new(server::App::new(
-        registry::Registry::new(store),
-        auth,
-        config,
-        stopped.clone(),
-    ));
+    let registry = registry::Registry::new(store);
+    if serving.verification.verify {
+        let verification = &serving.verification;
+        let verifier = verify::Verifier::new(
+            registry.clone(),
+            verification.credentials(cluster),
+            verification.options(),
+        );
+        tokio::spawn(Arc::new(verifier).run(stopped.clone()));
+    }
+    let app = Arc::new(server::App::new(registry, auth, config, stopped.clone()));
     tracing::info!(address = %listener.local_addr().map_err(|e| e.to_string())?, "serving");
     tokio::spawn(async move {
         shutdown_signal().await;
