@@ -27,6 +27,9 @@ pub struct HostOptions {
     pub timeout: Duration,
 }
 
+/// Distinct credentials for one host beyond which its clients start over.
+const MAX_CLIENTS_PER_HOST: usize = 256;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Circuit {
     Closed,
@@ -56,7 +59,10 @@ struct Limiter {
 }
 
 pub struct Host {
-    pub client: oci_client::Client,
+    name: String,
+    /// One client per set of credentials: oci-client remembers the first credentials it used
+    /// for a registry, so entries with different ones must not share a client.
+    clients: Mutex<HashMap<[u8; 32], oci_client::Client>>,
     breaker: Mutex<Breaker>,
     limiter: tokio::sync::Mutex<Limiter>,
     options: HostOptions,
@@ -72,32 +78,9 @@ pub enum Admission {
 
 impl Host {
     fn new(name: &str, options: &HostOptions) -> Host {
-        let mut config = ClientConfig {
-            read_timeout: Some(options.timeout),
-            connect_timeout: Some(options.timeout),
-            platform_resolver: None,
-            user_agent: concat!("catalog-apiserver/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        };
-        if options.insecure.iter().any(|h| h == name) {
-            config.protocol = ClientProtocol::Http;
-        }
-        if let Some(dir) = &options.ca_dir {
-            let host_dir = dir.join(name);
-            for entry in std::fs::read_dir(&host_dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "crt")
-                    && let Ok(data) = std::fs::read(&path)
-                {
-                    config.extra_root_certificates.push(Certificate {
-                        encoding: CertificateEncoding::Pem,
-                        data,
-                    });
-                }
-            }
-        }
         Host {
-            client: oci_client::Client::new(config),
+            name: name.to_string(),
+            clients: Mutex::new(HashMap::new()),
             breaker: Mutex::new(Breaker {
                 failures: 0,
                 open_until: None,
@@ -109,6 +92,49 @@ impl Host {
             }),
             options: options.clone(),
         }
+    }
+
+    /// The client for requests with the credentials `credentials_key` identifies.
+    pub fn client(&self, credentials_key: [u8; 32]) -> oci_client::Client {
+        let mut clients = self.clients.lock().expect("clients lock");
+        if clients.len() >= MAX_CLIENTS_PER_HOST {
+            clients.clear();
+        }
+        clients
+            .entry(credentials_key)
+            .or_insert_with(|| oci_client::Client::new(self.config()))
+            .clone()
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig {
+            read_timeout: Some(self.options.timeout),
+            connect_timeout: Some(self.options.timeout),
+            platform_resolver: None,
+            user_agent: concat!("catalog-apiserver/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        if self.options.insecure.iter().any(|h| *h == self.name) {
+            config.protocol = ClientProtocol::Http;
+        }
+        if let Some(dir) = &self.options.ca_dir {
+            for entry in std::fs::read_dir(dir.join(&self.name))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "crt")
+                    && let Ok(data) = std::fs::read(&path)
+                {
+                    config.extra_root_certificates.push(Certificate {
+                        encoding: CertificateEncoding::Pem,
+                        data,
+                    });
+                }
+            }
+        }
+        config
     }
 
     pub fn circuit(&self) -> Circuit {

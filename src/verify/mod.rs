@@ -238,8 +238,8 @@ impl Verifier {
             .and_then(|m| m.architecture.clone());
         let host_name = registry_host(reference);
         let host = self.hosts.get(host_name);
-        let share_key = share_key(reference, architecture.as_deref(), &auth);
-        let cell = self.shared_cell(share_key);
+        let credentials = credentials_key(&auth);
+        let cell = self.shared_cell(share_key(reference, architecture.as_deref(), &credentials));
         let (_, result) = cell
             .get_or_init(|| async {
                 let result = match host.admit() {
@@ -249,7 +249,8 @@ impl Verifier {
                     }),
                     Admission::Go => {
                         host.pace().await;
-                        let result = inspect(&host.client, reference, &auth, architecture.as_deref()).await;
+                        let client = host.client(credentials);
+                        let result = inspect(&client, reference, &auth, architecture.as_deref()).await;
                         host.record(!matches!(result, Err(Failure::Unreachable(_))));
                         result
                     }
@@ -287,7 +288,12 @@ impl Verifier {
     fn shared_cell(&self, key: [u8; 32]) -> Shared {
         let mut shared = self.shared.lock().expect("shared lock");
         let window = self.options.share_window;
-        shared.retain(|_, cell| cell.get().is_none_or(|(at, _)| at.elapsed() < window));
+        // Successes serve later askers for the window; a failure only those who asked while
+        // it was in flight, so a recovered registry is seen at once.
+        shared.retain(|_, cell| {
+            cell.get()
+                .is_none_or(|(at, result)| result.is_ok() && at.elapsed() < window)
+        });
         shared.entry(key).or_default().clone()
     }
 
@@ -338,18 +344,24 @@ fn key_of(image: &CatalogImage) -> String {
     )
 }
 
+/// Identifies credentials without keeping them in clear.
+fn credentials_key(auth: &RegistryAuth) -> [u8; 32] {
+    let text = match auth {
+        RegistryAuth::Anonymous => "anonymous".to_string(),
+        RegistryAuth::Basic(user, password) => format!("basic\0{user}\0{password}"),
+        RegistryAuth::Bearer(token) => format!("bearer\0{token}"),
+    };
+    Sha256::digest(text.as_bytes()).into()
+}
+
 /// Entries with the same reference, architecture and credentials ask the registry the same.
-fn share_key(reference: &str, architecture: Option<&str>, auth: &RegistryAuth) -> [u8; 32] {
+fn share_key(reference: &str, architecture: Option<&str>, credentials: &[u8; 32]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(reference.as_bytes());
     hasher.update([0]);
     hasher.update(architecture.unwrap_or_default().as_bytes());
     hasher.update([0]);
-    match auth {
-        RegistryAuth::Anonymous => hasher.update(b"anonymous"),
-        RegistryAuth::Basic(user, password) => hasher.update(format!("basic\0{user}\0{password}")),
-        RegistryAuth::Bearer(token) => hasher.update(format!("bearer\0{token}")),
-    }
+    hasher.update(credentials);
     hasher.finalize().into()
 }
 

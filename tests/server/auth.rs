@@ -15,12 +15,13 @@ use super::pki::{Ca, Issued};
 
 const NAMESPACE_PATH: &str = "/apis/catalog.automotive.io/v1alpha1/namespaces/auth/catalogimages";
 
-struct Cluster {
-    kube: KubeApiserver,
-    server: Server,
-    serving_ca: Ca,
-    client_ca: Ca,
-    front_proxy_ca: Ca,
+/// A stand-in kube-apiserver and our server in `serve` mode configured by it.
+pub struct Cluster {
+    pub kube: KubeApiserver,
+    pub server: Server,
+    pub serving_ca: Ca,
+    pub client_ca: Ca,
+    pub front_proxy_ca: Ca,
 }
 
 fn config_map(client_ca: &Ca, front_proxy_ca: &Ca) -> BTreeMap<String, String> {
@@ -69,11 +70,11 @@ fn policy() -> Policy {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    pub fn start() -> Cluster {
         Cluster::start_with(&[])
     }
 
-    fn start_with(extra: &[&str]) -> Cluster {
+    pub fn start_with(extra: &[&str]) -> Cluster {
         let (client_ca, front_proxy_ca, serving_ca) = (
             Ca::new("client-ca"),
             Ca::new("front-proxy-ca"),
@@ -120,7 +121,7 @@ impl Cluster {
         cluster
     }
 
-    fn client(
+    pub fn client(
         &self,
         identity: Option<&Issued>,
         token: Option<&str>,

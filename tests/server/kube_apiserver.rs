@@ -8,6 +8,7 @@
 //!   status with `authenticated` and the user, audiences granted as asked.
 //! - SubjectAccessReview (`pkg/registry/authorization/subjectaccessreview/rest.go`): the spec
 //!   echoed, a status with `allowed` and `reason` from the test's policy.
+//! - Secrets: GET of one `v1` Secret by namespace and name, 404 Status when absent.
 //! Callers must present the bearer token of the kubeconfig it writes, as RBAC would require.
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,7 @@ struct State {
     token_reviews: AtomicUsize,
     access_reviews: Mutex<Vec<Value>>,
     policy: Policy,
+    secrets: Mutex<HashMap<String, Value>>,
 }
 
 pub struct KubeApiserver {
@@ -76,6 +78,7 @@ impl KubeApiserver {
             token_reviews: AtomicUsize::new(0),
             access_reviews: Mutex::new(Vec::new()),
             policy,
+            secrets: Mutex::new(HashMap::new()),
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -135,6 +138,20 @@ impl KubeApiserver {
             *current = (current.0 + 1, data);
         }
         let _ = self.state.changes.send(config_map(&self.state));
+    }
+
+    /// Stores a `kubernetes.io/dockerconfigjson` Secret holding `config` (a docker config).
+    pub fn put_pull_secret(&self, namespace: &str, name: &str, config: &Value) {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(config.to_string());
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1", "uid": format!("secret-{namespace}-{name}")},
+            "data": {".dockerconfigjson": data}});
+        self.state
+            .secrets
+            .lock()
+            .unwrap()
+            .insert(format!("{namespace}/{name}"), secret);
     }
 
     pub fn token_reviews(&self) -> usize {
@@ -243,10 +260,26 @@ async fn handle(
                 json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "metadata": {"creationTimestamp": null}, "spec": spec, "status": status}),
             )
         }
-        _ => respond(
-            404,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-        ),
+        _ => {
+            let secret = path
+                .strip_prefix("/api/v1/namespaces/")
+                .and_then(|rest| rest.split_once("/secrets/"))
+                .and_then(|(namespace, name)| {
+                    state
+                        .secrets
+                        .lock()
+                        .unwrap()
+                        .get(&format!("{namespace}/{name}"))
+                        .cloned()
+                });
+            match secret {
+                Some(secret) => respond(200, secret),
+                None => respond(
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                ),
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests: the real binary, over its real TLS on a loopback port, driven by the
-//! kubectl binary, kube-rs and plain HTTPS requests.
+//! kubectl binary, kube-rs, client-go, the Python client and plain HTTPS requests, with a real
+//! OCI registry and a stand-in kube-apiserver where a test needs them.
 
 mod auth;
 mod client_go;
@@ -10,5 +11,7 @@ mod kube_apiserver;
 mod kube_rs;
 mod kubectl;
 mod lists_and_watches;
+mod oci;
 mod pki;
 mod python;
+mod verification;

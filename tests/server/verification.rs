@@ -1,0 +1,472 @@
+//! The verification loop against a real registry on loopback (oci.rs): phases, conditions and
+//! registry metadata for single- and multi-arch images, pinned digests, missing tags and
+//! digests, credentials from an auth file and from Secrets, and the circuit breaker with the
+//! registry stopped and started again.
+
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::wait::await_condition;
+use serde_json::{Value, json};
+
+use super::auth::Cluster;
+use super::common::*;
+use super::oci::{Layout, PASSWORD, Registry, USER, auth_file};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("catalog.automotive.io", "v1alpha1", "CatalogImage"),
+        "catalogimages",
+    )
+}
+
+/// The images every test pushes, and what is known about them before the push.
+struct Images {
+    registry: Registry,
+    single: String,
+    single_size: i64,
+    index: String,
+    arm64: String,
+    arm64_size: i64,
+}
+
+fn push_images() -> Images {
+    let registry = Registry::start();
+    let mut layout = Layout::new();
+    let annotations = json!({"org.opencontainers.image.source": "https://gitlab.com/CentOS/automotive/sample-images",
+        "com.redhat.automotive.distro": "autosd10-sig", "com.redhat.automotive.bootc-capable": "true"});
+    let (single, single_size) = layout.image("amd64", None, annotations);
+    layout.tag(&single, OCI_MANIFEST, "single");
+    let (amd64, _) = layout.image("amd64", None, json!({}));
+    let (arm64, arm64_size) = layout.image("arm64", Some("v8"), json!({}));
+    let index = layout.index(
+        &[(&amd64, "amd64", None), (&arm64, "arm64", Some("v8"))],
+        json!({"com.redhat.automotive.target": "qemu"}),
+    );
+    layout.tag(&index, OCI_INDEX, "multi");
+    registry.push(&layout, "automotive/autosd", "single");
+    registry.push(&layout, "automotive/autosd", "multi");
+    Images {
+        single: single.digest,
+        single_size: single_size.as_i64().unwrap(),
+        index: index.digest,
+        arm64: arm64.digest,
+        arm64_size: arm64_size.as_i64().unwrap(),
+        registry,
+    }
+}
+
+fn entry(name: &str, reference: &str, architecture: &str, spec: Value) -> DynamicObject {
+    let mut object = json!({"apiVersion": "catalog.automotive.io/v1alpha1", "kind": "CatalogImage",
+        "metadata": {"name": name},
+        "spec": {"registryUrl": reference, "metadata": {"architecture": architecture, "distro": "autosd10-sig"}}});
+    if let (Some(fields), Some(spec_object)) = (spec.as_object(), object["spec"].as_object_mut()) {
+        spec_object.extend(fields.clone());
+    }
+    serde_json::from_value(object).unwrap()
+}
+
+fn status(object: &DynamicObject) -> &Value {
+    &object.data["status"]
+}
+
+fn phase(object: &DynamicObject) -> &str {
+    status(object)["phase"].as_str().unwrap_or("")
+}
+
+fn reason(object: &DynamicObject) -> &str {
+    status(object)["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Verified")
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or("")
+}
+
+/// Waits, on a watch, until `name` satisfies `condition`.
+async fn until(
+    api: &Api<DynamicObject>,
+    name: &str,
+    condition: impl Fn(&DynamicObject) -> bool,
+) -> DynamicObject {
+    let wait = await_condition(api.clone(), name, move |o: Option<&DynamicObject>| {
+        o.is_some_and(&condition)
+    });
+    match tokio::time::timeout(Duration::from_secs(60), wait).await {
+        Ok(Ok(Some(object))) => object,
+        other => panic!(
+            "{name} never reached the condition: {other:?}; now {:?}",
+            api.get(name).await.map(|o| o.data)
+        ),
+    }
+}
+
+#[test]
+fn entries_are_verified_against_their_registry() {
+    let images = push_images();
+    let host = images.registry.host.clone();
+    let files = tempfile::tempdir().unwrap();
+    let auth = auth_file(files.path(), &host, USER, PASSWORD);
+    let server = Server::start_with(&[
+        "--verify=true",
+        "--verify-retry-base",
+        "200ms",
+        "--verify-max-failures",
+        "3",
+        "--registry-ca",
+        images.registry.certs_dir().to_str().unwrap(),
+        "--registry-auth-file",
+        auth.to_str().unwrap(),
+    ]);
+    runtime().block_on(async {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(kube_client(&server), "verify", &resource());
+        let repository = format!("{host}/automotive/autosd");
+        let digest_ref = format!("{repository}@{}", images.single);
+        let unknown = format!("{repository}@sha256:{}", "0".repeat(64));
+        let mut created = std::collections::HashMap::new();
+        for object in [
+            entry(
+                "single",
+                &format!("{repository}:single"),
+                "x86_64",
+                json!({}),
+            ),
+            entry(
+                "multi-arm",
+                &format!("{repository}:multi"),
+                "aarch64",
+                json!({}),
+            ),
+            entry(
+                "multi-s390x",
+                &format!("{repository}:multi"),
+                "s390x",
+                json!({}),
+            ),
+            entry(
+                "pinned",
+                &digest_ref,
+                "amd64",
+                json!({"digest": images.single}),
+            ),
+            entry(
+                "pinned-wrong",
+                &format!("{repository}:single"),
+                "amd64",
+                json!({"digest": images.index}),
+            ),
+            entry(
+                "missing-tag",
+                &format!("{repository}:not-pushed"),
+                "amd64",
+                json!({}),
+            ),
+            entry("unknown-digest", &unknown, "amd64", json!({})),
+        ] {
+            let object = api.create(&PostParams::default(), &object).await.unwrap();
+            created.insert(
+                object.metadata.name.unwrap(),
+                object.metadata.resource_version.unwrap(),
+            );
+        }
+
+        let single = until(&api, "single", |o| phase(o) == "Available").await;
+        assert_ne!(
+            single.metadata.resource_version,
+            Some(created["single"].clone()),
+            "status writes are new revisions"
+        );
+        let found = &status(&single)["registryMetadata"];
+        assert_eq!(found["resolvedDigest"], images.single);
+        assert_eq!(found["mediaType"], OCI_MANIFEST);
+        assert_eq!(
+            (found["layerCount"].as_i64(), found["sizeBytes"].as_i64()),
+            (Some(1), Some(images.single_size))
+        );
+        assert_eq!(
+            found["platform"],
+            json!({"architecture": "amd64", "os": "linux"})
+        );
+        assert_eq!(
+            (found["isMultiArch"].as_bool(), found["createdAt"].as_str()),
+            (Some(false), Some("2026-01-02T03:04:05Z"))
+        );
+        assert_eq!(
+            found["annotations"]["com.redhat.automotive.distro"],
+            "autosd10-sig"
+        );
+        assert_eq!(status(&single)["observedGeneration"], 1);
+        assert_eq!(status(&single)["verificationFailures"], 0);
+        let conditions: Vec<(String, String)> = status(&single)["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap().to_string(),
+                    c["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            conditions,
+            [
+                ("Verified".into(), "True".into()),
+                ("Available".into(), "True".into()),
+                ("Ready".into(), "True".into())
+            ]
+        );
+
+        let multi = until(&api, "multi-arm", |o| phase(o) == "Available").await;
+        let found = &status(&multi)["registryMetadata"];
+        assert_eq!(
+            (
+                found["resolvedDigest"].as_str(),
+                found["isMultiArch"].as_bool()
+            ),
+            (Some(images.index.as_str()), Some(true))
+        );
+        assert_eq!(
+            found["platform"],
+            json!({"architecture": "arm64", "os": "linux", "variant": "v8"})
+        );
+        assert_eq!(found["sizeBytes"].as_i64(), Some(images.arm64_size));
+        assert_eq!(found["annotations"]["com.redhat.automotive.target"], "qemu");
+        let variants = found["platformVariants"].as_array().unwrap();
+        assert_eq!(variants.len(), 2);
+        assert_eq!(
+            (
+                variants[1]["architecture"].as_str(),
+                variants[1]["digest"].as_str()
+            ),
+            (Some("arm64"), Some(images.arm64.as_str()))
+        );
+
+        let s390x = until(&api, "multi-s390x", |o| phase(o) == "Failed").await;
+        assert_eq!(reason(&s390x), "ArchitectureMissing");
+        until(&api, "pinned", |o| phase(o) == "Available").await;
+        let wrong = until(&api, "pinned-wrong", |o| phase(o) == "Failed").await;
+        assert_eq!(reason(&wrong), "DigestMismatch");
+        let unknown = until(&api, "unknown-digest", |o| phase(o) == "Failed").await;
+        assert_eq!(
+            (
+                reason(&unknown),
+                status(&unknown)["verificationFailures"].as_i64()
+            ),
+            ("ManifestUnknown", Some(1))
+        );
+        // A tag that is not there is retried: Unavailable, then Failed after three failures in a row.
+        let missing = until(&api, "missing-tag", |o| phase(o) == "Failed").await;
+        assert_eq!(
+            (
+                reason(&missing),
+                status(&missing)["verificationFailures"].as_i64()
+            ),
+            ("ManifestUnknown", Some(3))
+        );
+
+        // A spec change is verified again, at its new generation.
+        let patch = json!({"spec": {"registryUrl": format!("{repository}:single")}});
+        api.patch(
+            "missing-tag",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+        let fixed = until(&api, "missing-tag", |o| phase(o) == "Available").await;
+        assert_eq!(
+            (
+                status(&fixed)["observedGeneration"].as_i64(),
+                status(&fixed)["verificationFailures"].as_i64()
+            ),
+            (Some(2), Some(0))
+        );
+    });
+}
+
+#[test]
+fn refused_credentials_fail_the_entry() {
+    let images = push_images();
+    let files = tempfile::tempdir().unwrap();
+    let wrong = auth_file(
+        files.path(),
+        &images.registry.host,
+        USER,
+        "not-the-password",
+    );
+    let server = Server::start_with(&[
+        "--verify=true",
+        "--registry-ca",
+        images.registry.certs_dir().to_str().unwrap(),
+        "--registry-auth-file",
+        wrong.to_str().unwrap(),
+    ]);
+    runtime().block_on(async {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(kube_client(&server), "verify", &resource());
+        let reference = format!("{}/automotive/autosd:single", images.registry.host);
+        api.create(
+            &PostParams::default(),
+            &entry("locked", &reference, "amd64", json!({})),
+        )
+        .await
+        .unwrap();
+        let locked = until(&api, "locked", |o| phase(o) == "Failed").await;
+        assert_eq!(reason(&locked), "Unauthorized");
+    });
+}
+
+#[test]
+fn credentials_come_from_secrets_read_through_kube_apiserver() {
+    let images = push_images();
+    let host = images.registry.host.clone();
+    let certs = images.registry.certs_dir();
+    let cluster = Cluster::start_with(&["--verify=true", "--registry-ca", certs.to_str().unwrap()]);
+    use base64::Engine as _;
+    let auth = |password: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"))
+    };
+    cluster.kube.put_pull_secret(
+        "verify",
+        "pull",
+        &json!({"auths": {host.clone(): {"auth": auth(PASSWORD)}}}),
+    );
+    cluster.kube.put_pull_secret(
+        "verify",
+        "stale",
+        &json!({"auths": {host.clone(): {"auth": auth("expired")}}}),
+    );
+    let admin = cluster.client_ca.client("admin", &["system:masters"]);
+    runtime().block_on(async {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            cluster.client(Some(&admin), None, &[]),
+            "verify",
+            &resource(),
+        );
+        let reference = format!("{host}/automotive/autosd:single");
+        api.create(
+            &PostParams::default(),
+            &entry(
+                "by-secret",
+                &reference,
+                "amd64",
+                json!({"authSecretRef": {"name": "pull"}}),
+            ),
+        )
+        .await
+        .unwrap();
+        api.create(
+            &PostParams::default(),
+            &entry(
+                "by-stale-secret",
+                &reference,
+                "amd64",
+                json!({"imagePullSecrets": [{"name": "stale"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+        api.create(
+            &PostParams::default(),
+            &entry(
+                "by-absent-secret",
+                &reference,
+                "amd64",
+                json!({"imagePullSecrets": [{"name": "absent"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+        until(&api, "by-secret", |o| phase(o) == "Available").await;
+        let stale = until(&api, "by-stale-secret", |o| phase(o) == "Failed").await;
+        assert_eq!(reason(&stale), "Unauthorized");
+        let absent = until(&api, "by-absent-secret", |o| phase(o) == "Unavailable").await;
+        assert_eq!(reason(&absent), "CredentialsUnavailable");
+    });
+}
+
+#[test]
+fn a_stopped_registry_opens_the_circuit_and_entries_recover_when_it_returns() {
+    let mut images = push_images();
+    let host = images.registry.host.clone();
+    let files = tempfile::tempdir().unwrap();
+    let auth = auth_file(files.path(), &host, USER, PASSWORD);
+    let server = Server::start_with(&[
+        "--verify=true",
+        "--verify-retry-base",
+        "200ms",
+        "--verify-retry-cap",
+        "1s",
+        "--verify-max-failures",
+        "1000",
+        "--verify-share-window",
+        "2s",
+        "--registry-failure-threshold",
+        "2",
+        "--registry-cool-down",
+        "2s",
+        "--registry-ca",
+        images.registry.certs_dir().to_str().unwrap(),
+        "--registry-auth-file",
+        auth.to_str().unwrap(),
+    ]);
+    runtime().block_on(async {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(kube_client(&server), "verify", &resource());
+        let reference = format!("{host}/automotive/autosd:single");
+        let names: Vec<String> = (0..5).map(|i| format!("shared-{i}")).collect();
+        let before = images.registry.manifest_requests();
+        for name in &names {
+            api.create(
+                &PostParams::default(),
+                &entry(name, &reference, "amd64", json!({})),
+            )
+            .await
+            .unwrap();
+        }
+        for name in &names {
+            until(&api, name, |o| phase(o) == "Available").await;
+        }
+        // Five entries with the same reference: one registry round trip.
+        assert_eq!(images.registry.manifest_requests() - before, 1);
+
+        images.registry.stop();
+        // A spec change (to another reference, so no earlier answer serves it) makes every
+        // entry due at once, while the registry is gone.
+        let moved = format!("{host}/automotive/autosd:multi");
+        for name in &names {
+            let patch = json!({"spec": {"registryUrl": moved}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+        let open = until(&api, &names[0], |o| reason(o) == "RegistryCircuitOpen").await;
+        assert_eq!(phase(&open), "Unavailable");
+        let message = status(&open)["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains(&host) && message.contains("not contacted"),
+            "{message}"
+        );
+
+        let before = images.registry.manifest_requests();
+        images.registry.resume();
+        for name in &names {
+            let back = until(&api, name, |o| phase(o) == "Available").await;
+            assert_eq!(status(&back)["observedGeneration"], 2);
+        }
+        // Back through a single probe whose answer the others share: one inspection of the
+        // index (the index and its two platform manifests), no flood of retries.
+        let after = images.registry.manifest_requests() - before;
+        assert_eq!(after, 3, "manifest requests after the registry came back");
+    });
+}
