@@ -351,39 +351,20 @@ fn credentials_come_from_secrets_read_through_kube_apiserver() {
             &resource(),
         );
         let reference = format!("{host}/automotive/autosd:single");
-        api.create(
-            &PostParams::default(),
-            &entry(
-                "by-secret",
-                &reference,
-                "amd64",
-                json!({"authSecretRef": {"name": "pull"}}),
-            ),
-        )
-        .await
-        .unwrap();
-        api.create(
-            &PostParams::default(),
-            &entry(
+        for (name, credentials) in [
+            ("by-secret", json!({"authSecretRef": {"name": "pull"}})),
+            (
                 "by-stale-secret",
-                &reference,
-                "amd64",
                 json!({"imagePullSecrets": [{"name": "stale"}]}),
             ),
-        )
-        .await
-        .unwrap();
-        api.create(
-            &PostParams::default(),
-            &entry(
+            (
                 "by-absent-secret",
-                &reference,
-                "amd64",
                 json!({"imagePullSecrets": [{"name": "absent"}]}),
             ),
-        )
-        .await
-        .unwrap();
+        ] {
+            let object = entry(name, &reference, "amd64", credentials);
+            api.create(&PostParams::default(), &object).await.unwrap();
+        }
         until(&api, "by-secret", |o| phase(o) == "Available").await;
         let stale = until(&api, "by-stale-secret", |o| phase(o) == "Failed").await;
         assert_eq!(reason(&stale), "Unauthorized");
