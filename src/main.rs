@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod certs;
+mod observe;
 mod registry;
 mod server;
 mod verify;
@@ -390,16 +391,24 @@ async fn run(
         max_body_bytes: 3 << 20,
     };
     let registry = registry::Registry::new(store);
+    let metrics = Arc::new(observe::Metrics::new(store_dir));
     if serving.verification.verify {
         let verification = &serving.verification;
         let verifier = verify::Verifier::new(
             registry.clone(),
             verification.credentials(cluster),
             verification.options(),
+            metrics.clone(),
         );
         tokio::spawn(Arc::new(verifier).run(stopped.clone()));
     }
-    let app = Arc::new(server::App::new(registry, auth, config, stopped.clone()));
+    let app = Arc::new(server::App::new(
+        registry,
+        auth,
+        metrics,
+        config,
+        stopped.clone(),
+    ));
     tracing::info!(address = %listener.local_addr().map_err(|e| e.to_string())?, "serving");
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -23,6 +23,7 @@ use crate::api::types::{API_VERSION, LIST_KIND};
 use crate::api::{discovery, openapi};
 use crate::auth::identity::Identity;
 use crate::auth::{Attributes, Auth, secret_reference_forbidden};
+use crate::observe::OpenWatch;
 use crate::registry::{
     ApplyOptions, DeleteOptions, FieldValidation, ListQuery, PatchKind, RevisionMatch,
     SecretAccess, WriteOptions, Written,
@@ -74,6 +75,17 @@ pub fn version() -> Response<Body> {
         "buildDate": "", "goVersion": "", "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
     });
     json(StatusCode::OK, body.to_string())
+}
+
+/// `GET /metrics`, in the Prometheus text format.
+pub fn metrics(app: &App) -> Response<Body> {
+    let revision = app.registry.store().revision();
+    app.metrics.store_revision.set(revision as i64);
+    full(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        app.metrics.render(),
+    )
 }
 
 pub fn group() -> Response<Body> {
@@ -302,6 +314,7 @@ pub fn watch(
         None => Duration::from_secs(1800 + rand::random_range(0..1800)),
     };
     let options = WatchOptions {
+        open: OpenWatch::new(&app.metrics.watches),
         format,
         bookmarks: query.flag("allowWatchBookmarks")?,
         bookmark_interval: app.config.bookmark_interval,

@@ -35,7 +35,8 @@ use self::request::{Target, attributes, target, verb};
 use self::response::{Body, error};
 use self::status::ApiError;
 use crate::api::openapi;
-use crate::auth::Auth;
+use crate::auth::{Attributes, Auth};
+use crate::observe::{Metrics, RequestLabels, VerbLabels};
 use crate::registry::Registry;
 
 /// Settings of the HTTP surface.
@@ -55,6 +56,7 @@ pub struct Documents {
 pub struct App {
     pub registry: Registry,
     pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
     pub config: Config,
     pub documents: Documents,
     shutdown: signal::Receiver<bool>,
@@ -71,6 +73,7 @@ impl App {
     pub fn new(
         registry: Registry,
         auth: Arc<Auth>,
+        metrics: Arc<Metrics>,
         config: Config,
         shutdown: signal::Receiver<bool>,
     ) -> App {
@@ -81,6 +84,7 @@ impl App {
         App {
             registry,
             auth,
+            metrics,
             config,
             documents,
             shutdown,
@@ -97,6 +101,12 @@ impl App {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let started = std::time::Instant::now();
+        let watch = Query::parse(request.uri().query())
+            .flag("watch")
+            .unwrap_or(false);
+        let verb = match attributes(&method, &path, &target(&path), watch).0 {
+            Attributes::Resource { verb, .. } | Attributes::NonResource { verb, .. } => verb,
+        };
         let encoding = negotiate::encoding(
             request
                 .headers()
@@ -107,7 +117,19 @@ impl App {
             Ok(response) => response,
             Err(e) => error(&e, encoding),
         };
-        tracing::debug!(%method, %path, code = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
+        let code = response.status().as_u16();
+        tracing::debug!(%method, %path, code, elapsed = ?started.elapsed(), "request");
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                verb: verb.into(),
+                code,
+            })
+            .inc();
+        self.metrics
+            .request_seconds
+            .get_or_create(&VerbLabels { verb: verb.into() })
+            .observe(started.elapsed().as_secs_f64());
         response
     }
 
@@ -135,6 +157,7 @@ impl App {
         };
         match (&parts.method, &target) {
             (&Method::GET, Target::Version) => Ok(handlers::version()),
+            (&Method::GET, Target::Metrics) => Ok(handlers::metrics(self)),
             (&Method::GET, Target::GroupList) => Ok(handlers::group_list(headers)),
             (&Method::GET, Target::Group) => Ok(handlers::group()),
             (&Method::GET, Target::ResourceList) => Ok(handlers::resource_list()),

@@ -9,6 +9,7 @@ use crate::auth::Attributes;
 pub enum Target {
     Health(&'static str),
     Version,
+    Metrics,
     GroupList,
     Group,
     ResourceList,
@@ -34,6 +35,7 @@ pub fn target(path: &str) -> Target {
         ["livez"] => Target::Health("livez"),
         ["readyz"] => Target::Health("readyz"),
         ["version"] => Target::Version,
+        ["metrics"] => Target::Metrics,
         ["apis"] => Target::GroupList,
         ["apis", g] if *g == GROUP => Target::Group,
         ["apis", g, v] if *g == GROUP && *v == VERSION => Target::ResourceList,

@@ -13,9 +13,12 @@ use super::negotiate::Output;
 use super::render;
 use super::response::{Body, body_from};
 use crate::api::types::{API_VERSION, KIND};
+use crate::observe::OpenWatch;
 use crate::registry::{WatchEvent, WatchStream};
 
 pub struct WatchOptions {
+    /// Counted as open until the watch's task ends.
+    pub open: OpenWatch,
     pub format: Output,
     pub bookmarks: bool,
     pub bookmark_interval: Duration,
@@ -88,6 +91,7 @@ pub fn events(
 ) -> mpsc::Receiver<Bytes> {
     let (sender, receiver) = mpsc::channel(16);
     tokio::spawn(async move {
+        let _counted = options.open;
         let deadline = Instant::now() + options.timeout;
         let mut next_bookmark = Instant::now() + options.bookmark_interval;
         let mut encoder = Encoder {

@@ -28,6 +28,7 @@ use self::inspect::{Failure, Inspection, inspect};
 use self::status::Outcome;
 use crate::api::types::{CatalogImage, Phase};
 use crate::api::validate::parse_go_duration;
+use crate::observe::{CheckLabels, HostLabels, Metrics};
 use crate::registry::{ListQuery, Registry, WatchEvent, WriteOptions, decode_stored};
 
 /// The field manager of status writes.
@@ -53,6 +54,7 @@ type Shared = Arc<OnceCell<(Instant, Result<Inspection, Failure>)>>;
 
 pub struct Verifier {
     registry: Registry,
+    metrics: Arc<Metrics>,
     hosts: Hosts,
     credentials: CredentialSources,
     options: VerifyOptions,
@@ -69,9 +71,11 @@ impl Verifier {
         registry: Registry,
         credentials: CredentialSources,
         options: VerifyOptions,
+        metrics: Arc<Metrics>,
     ) -> Verifier {
         Verifier {
             registry,
+            metrics,
             hosts: Hosts::new(options.hosts.clone()),
             credentials,
             options,
@@ -131,6 +135,7 @@ impl Verifier {
                 }
             };
             loop {
+                self.metrics.queue_depth.set(schedule.current.len() as i64);
                 let next_due = schedule.next_due();
                 let due_now = next_due.is_some_and(|at| at <= Instant::now());
                 tokio::select! {
@@ -203,7 +208,28 @@ impl Verifier {
             })
             .await;
         }
+        let started = Instant::now();
         let outcome = self.outcome(&image).await;
+        self.metrics
+            .check_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let label = match &outcome {
+            Outcome::Available(_) => "Available",
+            Outcome::Failed(failure, _) => failure.reason(),
+        };
+        let host = registry_host(&image.spec.registry_url).to_string();
+        self.metrics
+            .checks
+            .get_or_create(&CheckLabels {
+                host: host.clone(),
+                outcome: label.into(),
+            })
+            .inc();
+        let circuit = self.hosts.get(&host).circuit() as i64;
+        self.metrics
+            .circuit
+            .get_or_create(&HostLabels { host })
+            .set(circuit);
         let max_failures = self.options.max_failures;
         self.write_status(namespace, name, |old| {
             status::after(

@@ -231,3 +231,66 @@ fn finalizers_hold_an_object_and_deletecollection_selects() {
         assert_eq!(names, ["c"]);
     });
 }
+
+#[test]
+fn metrics_count_requests_watches_and_the_store() {
+    let server = Server::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let http = server.http();
+        let body = image_json("metrics", "one", "cs9").to_string();
+        assert_eq!(
+            http.request("POST", &collection("metrics"), "application/json", &body)
+                .await
+                .0,
+            201
+        );
+        assert_eq!(
+            http.request("GET", &collection("metrics"), "", "").await.0,
+            200
+        );
+        assert_eq!(
+            http.request("GET", &format!("{}/none", collection("metrics")), "", "")
+                .await
+                .0,
+            404
+        );
+        let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+        let (code, headers, body) = http.send(request).await;
+        assert_eq!(code, 200);
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let text = String::from_utf8(body).unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+        };
+        assert_eq!(
+            value(r#"catalog_requests_total{verb="create",code="201"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"catalog_requests_total{verb="list",code="200"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"catalog_requests_total{verb="get",code="404"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"catalog_request_duration_seconds_count{verb="list"}"#),
+            1.0
+        );
+        assert_eq!(value("catalog_watches "), 0.0);
+        assert_eq!(value("catalog_store_revision "), 1.0);
+        assert!(value("catalog_store_size_bytes ") > 0.0);
+        assert!(value("catalog_process_resident_memory_bytes ") > 1e6);
+    });
+}

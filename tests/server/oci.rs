@@ -21,7 +21,6 @@ pub const PASSWORD: &str = "s3cret-pass";
 pub struct Registry {
     pub host: String,
     pub dir: tempfile::TempDir,
-    pub ca: Ca,
     child: Option<Child>,
 }
 

@@ -88,6 +88,17 @@ fn reason(object: &DynamicObject) -> &str {
         .unwrap_or("")
 }
 
+/// The server's /metrics text.
+async fn metrics(client: &kube::Client) -> String {
+    use http_body_util::BodyExt;
+    let request = http::Request::get("/metrics")
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 /// Waits, on a watch, until `name` satisfies `condition`.
 async fn until(
     api: &Api<DynamicObject>,
@@ -281,6 +292,18 @@ fn entries_are_verified_against_their_registry() {
         .await
         .unwrap();
         let fixed = until(&api, "missing-tag", |o| phase(o) == "Available").await;
+        let text = metrics(&kube_client(&server)).await;
+        for expected in [
+            format!("catalog_verification_checks_total{{host=\"{host}\",outcome=\"Available\"}}"),
+            format!(
+                "catalog_verification_checks_total{{host=\"{host}\",outcome=\"DigestMismatch\"}} 1"
+            ),
+            format!("catalog_verification_circuit_state{{host=\"{host}\"}} 0"),
+            "catalog_verification_check_duration_seconds_count".to_string(),
+            "catalog_verification_queue_depth ".to_string(),
+        ] {
+            assert!(text.contains(&expected), "{expected} in {text}");
+        }
         assert_eq!(
             (
                 status(&fixed)["observedGeneration"].as_i64(),
@@ -430,6 +453,9 @@ fn a_stopped_registry_opens_the_circuit_and_entries_recover_when_it_returns() {
         }
         let open = until(&api, &names[0], |o| reason(o) == "RegistryCircuitOpen").await;
         assert_eq!(phase(&open), "Unavailable");
+        let text = metrics(&kube_client(&server)).await;
+        let state = format!("catalog_verification_circuit_state{{host=\"{host}\"}} 2");
+        assert!(text.contains(&state), "{state} in {text}");
         let message = status(&open)["conditions"][0]["message"]
             .as_str()
             .unwrap()
