@@ -59,7 +59,6 @@ impl Registry {
         let mut registry = Registry {
             host,
             dir,
-            ca,
             child: None,
         };
         registry.resume();
