@@ -98,6 +98,21 @@ struct Serve {
     /// Serve requests nothing authenticates as system:anonymous (authorization still applies).
     #[arg(long)]
     anonymous_auth: bool,
+    /// Namespace of the Lease that picks the one replica that verifies.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "catalog-system")]
+    lease_namespace: String,
+    /// Name of that Lease.
+    #[arg(long, default_value = "catalog-apiserver-verifier")]
+    lease_name: String,
+    /// This replica's name in the Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    lease_identity: Option<String>,
+    /// How long the Lease holds without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How often the holder renews and the others try to take over.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    lease_retry: Duration,
     #[command(flatten)]
     serving: Serving,
 }
@@ -285,11 +300,14 @@ async fn standalone(args: Standalone) -> Result<(), String> {
         &kubeconfig,
         &certs::kubeconfig(&files, &format!("https://{address}"))?,
     )?;
+    // Alone, this process always verifies.
+    let (_always, leading) = watch::channel(true);
     run(
         listener,
         tls,
         Arc::new(auth),
         None,
+        leading,
         &dir.join("store"),
         args.serving,
     )
@@ -358,11 +376,27 @@ async fn serve(args: Serve) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| format!("binding {}: {e}", args.bind))?;
+    let identity = match args.lease_identity {
+        Some(identity) => identity,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| format!("catalog-apiserver-{}", std::process::id())),
+    };
+    let lease = verify::lease::LeaseOptions {
+        namespace: args.lease_namespace,
+        name: args.lease_name,
+        identity,
+        duration: args.lease_duration,
+        retry: args.lease_retry,
+    };
+    let (leader, leading) = watch::channel(false);
+    tokio::spawn(verify::lease::hold(client.clone(), lease, leader));
     run(
         listener,
         tls,
         auth,
         Some(client),
+        leading,
         &args.data_dir.join("store"),
         args.serving,
     )
@@ -375,6 +409,7 @@ async fn run(
     tls: Arc<rustls::ServerConfig>,
     auth: Arc<Auth>,
     cluster: Option<kube::Client>,
+    leading: watch::Receiver<bool>,
     store_dir: &Path,
     serving: Serving,
 ) -> Result<(), String> {
@@ -400,7 +435,7 @@ async fn run(
             verification.options(),
             metrics.clone(),
         );
-        tokio::spawn(Arc::new(verifier).run(stopped.clone()));
+        tokio::spawn(Arc::new(verifier).run(stopped.clone(), leading));
     }
     let app = Arc::new(server::App::new(
         registry,

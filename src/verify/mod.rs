@@ -10,6 +10,7 @@
 pub mod credentials;
 pub mod hosts;
 pub mod inspect;
+pub mod lease;
 pub mod status;
 
 use std::cmp::Reverse;
@@ -121,8 +122,28 @@ impl Verifier {
         now + wait.saturating_sub(since_last)
     }
 
+    /// Verifies while `leading` is true (this replica holds the lease), until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+        mut leading: watch::Receiver<bool>,
+    ) {
+        let mut stop = shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = leading.wait_for(|leading| *leading) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            tokio::select! {
+                _ = self.clone().verify(shutdown.clone()) => return,
+                // Checks already running finish; no new ones start.
+                _ = lost(&mut leading) => tracing::info!("verification paused: another replica leads"),
+            }
+        }
+    }
+
     /// Runs until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    async fn verify(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let workers = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
         let (done_tx, mut done) = mpsc::unbounded_channel::<String>();
         let mut schedule = Schedule::default();
@@ -389,6 +410,13 @@ fn share_key(reference: &str, architecture: Option<&str>, credentials: &[u8; 32]
     hasher.update([0]);
     hasher.update(credentials);
     hasher.finalize().into()
+}
+
+/// Resolves when leadership is lost (never, if nobody can take it away).
+async fn lost(leading: &mut watch::Receiver<bool>) {
+    if leading.wait_for(|leading| !*leading).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn sleep_until_due(at: Option<Instant>) {

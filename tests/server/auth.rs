@@ -85,24 +85,7 @@ impl Cluster {
             json!({"username": "carol", "uid": "c-1", "groups": ["devs"]}),
         )]);
         let kube = KubeApiserver::start(config_map(&client_ca, &front_proxy_ca), tokens, policy());
-        let dir = tempfile::tempdir().unwrap();
-        let serving = serving_ca.server("catalog-apiserver");
-        std::fs::write(dir.path().join("tls.crt"), &serving.cert).unwrap();
-        std::fs::write(dir.path().join("tls.key"), &serving.key).unwrap();
-        let kubeconfig = kube.kubeconfig(dir.path());
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        let mut flags = vec![
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-private-key-file",
-            key.to_str().unwrap(),
-            "--tls-reload-interval",
-            "1s",
-        ];
-        flags.extend(extra);
-        let server = Server::serve(dir, &flags);
+        let server = serve_against(&kube, &serving_ca, extra);
         let cluster = Cluster {
             kube,
             server,
@@ -110,15 +93,25 @@ impl Cluster {
             client_ca,
             front_proxy_ca,
         };
-        // Ready once the ConfigMap is loaded: poll the state the server reports.
-        cluster.eventually("ready", || {
+        cluster.wait_ready(&cluster.server);
+        cluster
+    }
+
+    /// Another replica in the same cluster, with its own store.
+    pub fn replica(&self, extra: &[&str]) -> Server {
+        let server = serve_against(&self.kube, &self.serving_ca, extra);
+        self.wait_ready(&server);
+        server
+    }
+
+    /// Ready once the ConfigMap is loaded: poll the state the server reports.
+    fn wait_ready(&self, server: &Server) {
+        self.eventually("ready", || {
             runtime().block_on(async {
-                cluster
-                    .get(&cluster.client(None, None, &[]), "/readyz")
-                    .await
+                let anonymous = client_of(&server.address, &self.serving_ca.pem, None, None, &[]);
+                request(&anonymous, "GET", "/readyz", "").await.0
             }) == 200
         });
-        cluster
     }
 
     pub fn client(
@@ -141,7 +134,7 @@ impl Cluster {
     }
 
     #[track_caller]
-    fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
+    pub fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !check() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -150,7 +143,29 @@ impl Cluster {
     }
 }
 
-fn client_of(
+/// `catalog-apiserver serve` reaching `kube`, serving a certificate of `serving_ca`.
+fn serve_against(kube: &KubeApiserver, serving_ca: &Ca, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let serving = serving_ca.server("catalog-apiserver");
+    std::fs::write(dir.path().join("tls.crt"), &serving.cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &serving.key).unwrap();
+    let kubeconfig = kube.kubeconfig(dir.path());
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let mut flags = vec![
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-private-key-file",
+        key.to_str().unwrap(),
+        "--tls-reload-interval",
+        "1s",
+    ];
+    flags.extend(extra);
+    Server::serve(dir, &flags)
+}
+
+pub fn client_of(
     address: &str,
     ca_pem: &str,
     identity: Option<&Issued>,

@@ -9,6 +9,9 @@
 //! - SubjectAccessReview (`pkg/registry/authorization/subjectaccessreview/rest.go`): the spec
 //!   echoed, a status with `allowed` and `reason` from the test's policy.
 //! - Secrets: GET of one `v1` Secret by namespace and name, 404 Status when absent.
+//! - Leases (`coordination.k8s.io/v1`): GET, POST (409 AlreadyExists) and PUT with
+//!   optimistic concurrency (409 Conflict on a stale resourceVersion), as the generic registry
+//!   store (`k8s.io/apiserver/pkg/registry/generic/registry/store.go`) does.
 //! Callers must present the bearer token of the kubeconfig it writes, as RBAC would require.
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +41,7 @@ struct State {
     access_reviews: Mutex<Vec<Value>>,
     policy: Policy,
     secrets: Mutex<HashMap<String, Value>>,
+    leases: Mutex<(u64, HashMap<String, Value>)>,
 }
 
 pub struct KubeApiserver {
@@ -79,6 +83,7 @@ impl KubeApiserver {
             access_reviews: Mutex::new(Vec::new()),
             policy,
             secrets: Mutex::new(HashMap::new()),
+            leases: Mutex::new((100, HashMap::new())),
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -154,6 +159,15 @@ impl KubeApiserver {
             .insert(format!("{namespace}/{name}"), secret);
     }
 
+    /// The holder of a Lease, if it exists.
+    pub fn lease_holder(&self, namespace: &str, name: &str) -> Option<String> {
+        let leases = self.state.leases.lock().unwrap();
+        leases
+            .1
+            .get(&format!("{namespace}/{name}"))
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    }
+
     pub fn token_reviews(&self) -> usize {
         self.state.token_reviews.load(Ordering::SeqCst)
     }
@@ -206,10 +220,14 @@ async fn handle(
         form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
+    let method = request.method().clone();
     let body: Value = {
         let bytes = request.into_body().collect().await.unwrap().to_bytes();
         serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     };
+    if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/") {
+        return lease(state, &method, rest, body);
+    }
     match path.as_str() {
         "/api/v1/namespaces/kube-system/configmaps" => {
             let selected = query
@@ -280,6 +298,60 @@ async fn handle(
                 ),
             }
         }
+    }
+}
+
+fn status(code: u16, reason: &str) -> hyper::Response<Body> {
+    respond(
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code}),
+    )
+}
+
+/// `rest` is `<namespace>/leases[/<name>]`.
+fn lease(
+    state: &State,
+    method: &hyper::Method,
+    rest: &str,
+    mut body: Value,
+) -> hyper::Response<Body> {
+    let mut parts = rest.split('/');
+    let (Some(namespace), Some("leases")) = (parts.next(), parts.next()) else {
+        return status(404, "NotFound");
+    };
+    let name = parts
+        .next()
+        .map(str::to_string)
+        .or_else(|| body["metadata"]["name"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let key = format!("{namespace}/{name}");
+    let mut leases = state.leases.lock().unwrap();
+    let current = leases.1.get(&key).cloned();
+    match (method.as_str(), current) {
+        ("GET", Some(lease)) => respond(200, lease),
+        ("GET", None) => status(404, "NotFound"),
+        ("POST", Some(_)) => status(409, "AlreadyExists"),
+        ("PUT", None) => status(404, "NotFound"),
+        ("PUT", Some(lease))
+            if lease["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"] =>
+        {
+            status(409, "Conflict")
+        }
+        ("POST" | "PUT", _) => {
+            leases.0 += 1;
+            body["metadata"]["resourceVersion"] = leases.0.to_string().into();
+            body["metadata"]["namespace"] = namespace.into();
+            leases.1.insert(key, body.clone());
+            respond(
+                if method == hyper::Method::POST {
+                    201
+                } else {
+                    200
+                },
+                body,
+            )
+        }
+        _ => status(405, "MethodNotAllowed"),
     }
 }
 

@@ -477,3 +477,83 @@ fn a_stopped_registry_opens_the_circuit_and_entries_recover_when_it_returns() {
         assert_eq!(after, 3, "manifest requests after the registry came back");
     });
 }
+
+#[test]
+fn only_the_lease_holder_verifies_and_another_replica_takes_over() {
+    let images = push_images();
+    let host = images.registry.host.clone();
+    let certs = images.registry.certs_dir();
+    let replica = |identity: &'static str| -> Vec<String> {
+        [
+            "--verify=true",
+            "--registry-ca",
+            certs.to_str().unwrap(),
+            "--lease-duration",
+            "2s",
+            "--lease-retry",
+            "200ms",
+            "--lease-identity",
+            identity,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let flags_a = replica("replica-a");
+    let mut cluster = Cluster::start_with(&flags_a.iter().map(String::as_str).collect::<Vec<_>>());
+    let holder = || {
+        cluster
+            .kube
+            .lease_holder("catalog-system", "catalog-apiserver-verifier")
+    };
+    cluster.eventually("replica-a to lead", || {
+        holder().as_deref() == Some("replica-a")
+    });
+    let flags_b = replica("replica-b");
+    let b = cluster.replica(&flags_b.iter().map(String::as_str).collect::<Vec<_>>());
+
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    cluster.kube.put_pull_secret(
+        "verify",
+        "pull",
+        &json!({"auths": {host.clone(): {"auth": auth}}}),
+    );
+    let admin = cluster.client_ca.client("admin", &["system:masters"]);
+    let reference = format!("{host}/automotive/autosd:single");
+    let object = entry(
+        "led",
+        &reference,
+        "amd64",
+        json!({"authSecretRef": {"name": "pull"}}),
+    );
+    runtime().block_on(async {
+        let on_a: Api<DynamicObject> = Api::namespaced_with(
+            cluster.client(Some(&admin), None, &[]),
+            "verify",
+            &resource(),
+        );
+        let b_client =
+            super::auth::client_of(&b.address, &cluster.serving_ca.pem, Some(&admin), None, &[]);
+        let on_b: Api<DynamicObject> = Api::namespaced_with(b_client, "verify", &resource());
+        on_b.create(&PostParams::default(), &object).await.unwrap();
+        on_a.create(&PostParams::default(), &object).await.unwrap();
+        // The leader verifies its entry; by then the follower has left its own alone.
+        until(&on_a, "led", |o| phase(o) == "Available").await;
+        assert!(
+            on_b.get("led").await.unwrap().data.get("status").is_none(),
+            "the follower verified"
+        );
+    });
+    // The leader goes; once its lease runs out, the other replica takes over and verifies.
+    cluster.server.stop();
+    cluster.eventually("replica-b to lead", || {
+        holder().as_deref() == Some("replica-b")
+    });
+    runtime().block_on(async {
+        let b_client =
+            super::auth::client_of(&b.address, &cluster.serving_ca.pem, Some(&admin), None, &[]);
+        let on_b: Api<DynamicObject> = Api::namespaced_with(b_client, "verify", &resource());
+        until(&on_b, "led", |o| phase(o) == "Available").await;
+    });
+}
