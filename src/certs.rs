@@ -1,6 +1,8 @@
-//! Certificates for standalone mode: a CA, a serving certificate for the bind address and
-//! localhost, and an admin client certificate, made once under the data directory and reused
-//! afterwards; and the kubeconfig that uses them.
+//! Certificates we make ourselves: for standalone mode, a CA, a serving certificate for the bind
+//! address and localhost, and an admin client certificate, made once under the data directory
+//! and reused afterwards, with the kubeconfig that uses them; and for `catalog-apiserver certs`,
+//! a CA and a serving certificate for the in-cluster Service, with the APIService patch that
+//! trusts that CA.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,43 +66,131 @@ pub fn ensure_standalone(dir: &Path, hosts: &[String]) -> Result<StandaloneFiles
         return Ok(files);
     }
     fs::create_dir_all(files.ca.parent().expect("pki has a parent")).map_err(|e| e.to_string())?;
-    let fail = |e: rcgen::Error| e.to_string();
 
-    let ca_key = KeyPair::generate().map_err(fail)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
-    ca_params.distinguished_name = name("catalog-apiserver standalone CA", None);
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(fail)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let serving_key = KeyPair::generate().map_err(fail)?;
-    let mut serving = CertificateParams::new(hosts.to_vec()).map_err(fail)?;
-    serving.distinguished_name = name("catalog-apiserver", None);
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = serving.signed_by(&serving_key, &issuer).map_err(fail)?;
-
+    let (ca_pem, issuer) = new_ca("catalog-apiserver standalone CA", None)?;
+    let (serving_cert, serving_key) = issue(
+        &issuer,
+        name("catalog-apiserver", None),
+        hosts.to_vec(),
+        ExtendedKeyUsagePurpose::ServerAuth,
+        None,
+    )?;
     // user admin in group system:masters, as a kubeadm admin.conf would have it
-    let admin_key = KeyPair::generate().map_err(fail)?;
-    let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
-    admin.distinguished_name = name("admin", Some("system:masters"));
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &issuer).map_err(fail)?;
+    let (admin_cert, admin_key) = issue(
+        &issuer,
+        name("admin", Some("system:masters")),
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+        None,
+    )?;
 
     let write = |path: &Path, text: String| {
         fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
     };
-    write(&files.serving_cert, serving_cert.pem())?;
-    write_private(&files.serving_key, &serving_key.serialize_pem())?;
-    write(&files.admin_cert, admin_cert.pem())?;
-    write_private(&files.admin_key, &admin_key.serialize_pem())?;
+    write(&files.serving_cert, serving_cert)?;
+    write_private(&files.serving_key, &serving_key)?;
+    write(&files.admin_cert, admin_cert)?;
+    write_private(&files.admin_key, &admin_key)?;
     // The CA last: its presence marks the set as complete.
-    write(&files.ca, ca_cert.pem())?;
+    write(&files.ca, ca_pem)?;
     Ok(files)
+}
+
+fn fail(e: rcgen::Error) -> String {
+    e.to_string()
+}
+
+/// Makes `params` valid until `days` from now, when given (rcgen's default is far away).
+fn valid_for(params: &mut CertificateParams, days: Option<u32>) -> Result<(), String> {
+    let Some(days) = days else { return Ok(()) };
+    let date = jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_add(jiff::Span::new().days(days as i64))
+        .map_err(|e| e.to_string())?;
+    params.not_after =
+        rcgen::date_time_ymd(date.year() as i32, date.month() as u8, date.day() as u8);
+    Ok(())
+}
+
+/// A new CA: its certificate (PEM) and what issues with it.
+fn new_ca(
+    common_name: &str,
+    days: Option<u32>,
+) -> Result<(String, Issuer<'static, KeyPair>), String> {
+    let key = KeyPair::generate().map_err(fail)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    params.distinguished_name = name(common_name, None);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    valid_for(&mut params, days)?;
+    let pem = params.self_signed(&key).map_err(fail)?.pem();
+    Ok((pem, Issuer::new(params, key)))
+}
+
+/// A certificate for `subject_alt_names`, issued by `issuer`: (certificate, key), PEM.
+fn issue(
+    issuer: &Issuer<'static, KeyPair>,
+    subject: DistinguishedName,
+    subject_alt_names: Vec<String>,
+    usage: ExtendedKeyUsagePurpose,
+    days: Option<u32>,
+) -> Result<(String, String), String> {
+    let key = KeyPair::generate().map_err(fail)?;
+    let mut params = CertificateParams::new(subject_alt_names).map_err(fail)?;
+    params.distinguished_name = subject;
+    params.extended_key_usages = vec![usage];
+    valid_for(&mut params, days)?;
+    let cert = params.signed_by(&key, issuer).map_err(fail)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The names a Service is reached by inside the cluster.
+fn service_names(service: &str, namespace: &str) -> Vec<String> {
+    vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ]
+}
+
+/// Writes `ca.crt`, `tls.crt`, `tls.key` and `apiservice-cabundle.yaml` (the APIService patch
+/// that trusts the CA) for Service `service` in `namespace` into `out`.
+pub fn write_service_certificates(
+    out: &Path,
+    service: &str,
+    namespace: &str,
+    days: u32,
+) -> Result<(), String> {
+    fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let (ca_pem, issuer) = new_ca(&format!("{service}.{namespace} CA"), Some(days))?;
+    let dns = format!("{service}.{namespace}.svc");
+    let (cert, key) = issue(
+        &issuer,
+        name(&dns, None),
+        service_names(service, namespace),
+        ExtendedKeyUsagePurpose::ServerAuth,
+        Some(days),
+    )?;
+    let write = |file: &str, text: &str| {
+        let path = out.join(file);
+        fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+    };
+    write("ca.crt", &ca_pem)?;
+    write("tls.crt", &cert)?;
+    write_private(&out.join("tls.key"), &key)?;
+    let patch = format!(
+        "# Written by `catalog-apiserver certs`: trust the CA that signed tls.crt.\n\
+         apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata:\n  name: v1alpha1.catalog.automotive.io\n\
+         spec:\n  caBundle: {}\n",
+        STANDARD.encode(&ca_pem)
+    );
+    write("apiservice-cabundle.yaml", &patch)
 }
 
 /// A kubeconfig for `server` authenticating with the admin certificate.

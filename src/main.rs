@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod certs;
+mod import;
 mod observe;
 mod registry;
 mod server;
@@ -38,6 +39,44 @@ enum Command {
     Serve(Box<Serve>),
     /// Run on this machine with no cluster: own CA, own certificates, a kubeconfig for kubectl.
     Standalone(Standalone),
+    /// Write a CA and a serving certificate for the in-cluster Service, and the APIService
+    /// patch that trusts the CA (for clusters with neither cert-manager nor service-ca).
+    Certs(Certs),
+    /// Copy the CatalogImages of the automotive-dev-operator CRD
+    /// (automotive.sdv.cloud.redhat.com/v1alpha1) into catalog.automotive.io. A dry run unless
+    /// --apply.
+    Import(Import),
+}
+
+#[derive(clap::Args)]
+struct Certs {
+    /// Where to write ca.crt, tls.crt, tls.key and apiservice-cabundle.yaml.
+    #[arg(long, default_value = "certs/generated")]
+    out: PathBuf,
+    /// The Service the APIService points at.
+    #[arg(long, default_value = "catalog-apiserver")]
+    service: String,
+    /// Its namespace.
+    #[arg(long, default_value = "catalog-system")]
+    namespace: String,
+    /// Validity of the CA and the certificate, in days.
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+}
+
+#[derive(clap::Args)]
+struct Import {
+    /// kubeconfig of the cluster holding the old CatalogImages (default: $KUBECONFIG, else
+    /// in-cluster).
+    #[arg(long)]
+    from_kubeconfig: Option<PathBuf>,
+    /// kubeconfig reaching catalog.automotive.io (default: the same cluster, through the
+    /// aggregator).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Write; without it, every object is only validated by the server (dryRun=All).
+    #[arg(long)]
+    apply: bool,
 }
 
 #[derive(clap::Args)]
@@ -262,6 +301,16 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Standalone(args) => runtime.block_on(standalone(args)),
+        Command::Certs(args) => {
+            certs::write_service_certificates(&args.out, &args.service, &args.namespace, args.days)
+                .map(|()| {
+                    println!(
+                        "wrote ca.crt, tls.crt, tls.key and apiservice-cabundle.yaml to {}",
+                        args.out.display()
+                    )
+                })
+        }
+        Command::Import(args) => runtime.block_on(import_entries(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -332,6 +381,28 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> 
     }
     .map_err(|e| format!("kube-apiserver client configuration: {e}"))?;
     kube::Client::try_from(config).map_err(|e| format!("kube-apiserver client: {e}"))
+}
+
+async fn import_entries(args: Import) -> Result<(), String> {
+    let source = kube_client(args.from_kubeconfig.as_deref()).await?;
+    let target = match args.kubeconfig.as_deref() {
+        Some(path) => kube_client(Some(path)).await?,
+        None => source.clone(),
+    };
+    let summary = import::import(source, target, args.apply).await?;
+    let mode = if args.apply {
+        ""
+    } else {
+        " (dry run: nothing written; --apply to write)"
+    };
+    println!(
+        "created {}, updated {}, unchanged {}, failed {}{mode}",
+        summary.created, summary.updated, summary.unchanged, summary.failed
+    );
+    if summary.failed > 0 {
+        return Err(format!("{} objects could not be imported", summary.failed));
+    }
+    Ok(())
 }
 
 async fn serve(args: Serve) -> Result<(), String> {

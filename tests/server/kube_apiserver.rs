@@ -9,6 +9,8 @@
 //! - SubjectAccessReview (`pkg/registry/authorization/subjectaccessreview/rest.go`): the spec
 //!   echoed, a status with `allowed` and `reason` from the test's policy.
 //! - Secrets: GET of one `v1` Secret by namespace and name, 404 Status when absent.
+//! - The automotive-dev-operator's CatalogImages (`automotive.sdv.cloud.redhat.com/v1alpha1`),
+//!   listed cluster-wide in pages of `limit` with a `continue` token, as a CRD list answers.
 //! - Leases (`coordination.k8s.io/v1`): GET, POST (409 AlreadyExists) and PUT with
 //!   optimistic concurrency (409 Conflict on a stale resourceVersion), as the generic registry
 //!   store (`k8s.io/apiserver/pkg/registry/generic/registry/store.go`) does.
@@ -42,6 +44,7 @@ struct State {
     policy: Policy,
     secrets: Mutex<HashMap<String, Value>>,
     leases: Mutex<(u64, HashMap<String, Value>)>,
+    old_catalog: Mutex<Vec<Value>>,
 }
 
 pub struct KubeApiserver {
@@ -84,6 +87,7 @@ impl KubeApiserver {
             policy,
             secrets: Mutex::new(HashMap::new()),
             leases: Mutex::new((100, HashMap::new())),
+            old_catalog: Mutex::new(Vec::new()),
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -159,6 +163,11 @@ impl KubeApiserver {
             .insert(format!("{namespace}/{name}"), secret);
     }
 
+    /// Replaces the CatalogImages of the old CRD.
+    pub fn set_old_catalog(&self, objects: Vec<Value>) {
+        *self.state.old_catalog.lock().unwrap() = objects;
+    }
+
     /// The holder of a Lease, if it exists.
     pub fn lease_holder(&self, namespace: &str, name: &str) -> Option<String> {
         let leases = self.state.leases.lock().unwrap();
@@ -225,6 +234,27 @@ async fn handle(
         let bytes = request.into_body().collect().await.unwrap().to_bytes();
         serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     };
+    if path == "/apis/automotive.sdv.cloud.redhat.com/v1alpha1/catalogimages" {
+        let all = state.old_catalog.lock().unwrap().clone();
+        let start: usize = query
+            .get("continue")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let limit: usize = query
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(all.len().max(1));
+        let end = (start + limit).min(all.len());
+        let mut metadata = json!({"resourceVersion": "42"});
+        if end < all.len() {
+            metadata["continue"] = end.to_string().into();
+        }
+        return respond(
+            200,
+            json!({"apiVersion": "automotive.sdv.cloud.redhat.com/v1alpha1", "kind": "CatalogImageList",
+            "metadata": metadata, "items": all[start..end]}),
+        );
+    }
     if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/") {
         return lease(state, &method, rest, body);
     }
