@@ -12,6 +12,7 @@ mod kube_apiserver;
 mod kube_rs;
 mod kubectl;
 mod lists_and_watches;
+mod load;
 mod oci;
 mod pki;
 mod python;

@@ -1,0 +1,578 @@
+//! The scenarios, each run for a duration by concurrent clients over the server's real TLS.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use super::Args;
+use super::floors;
+use super::stats::{Report, report, table};
+
+const BASE: &str = "/apis/catalog.automotive.io/v1alpha1";
+const DISTROS: [&str; 6] = ["cs9", "autosd9-sig", "autosd10-sig", "cs10", "f41", "eln"];
+const TARGETS: [&str; 8] = [
+    "qemu",
+    "rpi4",
+    "beagleplay",
+    "ridesx4",
+    "am62sk",
+    "j784s4evm",
+    "s32g-vnp-rdb3",
+    "tda4vm-sk",
+];
+const ARCHITECTURES: [&str; 4] = ["x86_64", "aarch64", "amd64", "arm64"];
+const FORMATS: [&str; 4] = ["qcow2", "raw", "container", "simg"];
+const TIERS: [&str; 3] = ["gold", "silver", "bronze"];
+
+#[derive(Clone)]
+struct Client(kube::Client);
+
+impl Client {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), String> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Content-Type", content_type)
+            .body(kube::client::Body::from(body))
+            .map_err(|e| e.to_string())?;
+        let response = self.0.send(request).await.map_err(|e| e.to_string())?;
+        let code = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((code, bytes))
+    }
+
+    async fn get(&self, path: &str) -> Result<Bytes, String> {
+        match self
+            .send("GET", path, "application/json", Vec::new())
+            .await?
+        {
+            (200, body) => Ok(body),
+            (code, body) => Err(format!(
+                "GET {path}: {code} {}",
+                String::from_utf8_lossy(&body)
+            )),
+        }
+    }
+}
+
+fn namespace_of(i: usize, namespaces: usize) -> String {
+    format!("load-{:02}", i % namespaces.max(1))
+}
+
+fn name_of(i: usize) -> String {
+    format!("image-{i:07}")
+}
+
+/// A realistic entry of about 2 KiB: spec, labels and annotations as a build pipeline writes them.
+fn entry(i: usize, namespaces: usize) -> Value {
+    let distro = DISTROS[i % DISTROS.len()];
+    let build_mode = ["bootc", "image", "package"][i % 3];
+    let targets: Vec<Value> = (0..3)
+        .map(|t| json!({"name": TARGETS[(i + t) % TARGETS.len()], "verified": (i + t) % 2 == 0, "notes": "boots to multi-user; CAN and display checked by the nightly run"}))
+        .collect();
+    json!({
+        "apiVersion": "catalog.automotive.io/v1alpha1",
+        "kind": "CatalogImage",
+        "metadata": {
+            "name": name_of(i),
+            "namespace": namespace_of(i, namespaces),
+            "labels": {"tier": TIERS[i % TIERS.len()], "distro": distro, "pipeline": format!("nightly-{}", i % 50)},
+            "annotations": {
+                "automotive.sdv.cloud.redhat.com/build-id": format!("build-{i:09}"),
+                "automotive.sdv.cloud.redhat.com/source": format!("https://gitlab.com/CentOS/automotive/sample-images/-/commit/{:040x}", i as u128 * 2654435761),
+                "automotive.sdv.cloud.redhat.com/manifest": "images/developer.aib.yml",
+            },
+        },
+        "spec": {
+            "registryUrl": format!("quay.io/automotive/{distro}:{}-{i}", TARGETS[i % TARGETS.len()]),
+            "tags": [format!("{}", i % 10), "latest", format!("nightly-{}", i % 31)],
+            "verificationInterval": "6h",
+            "metadata": {
+                "architecture": ARCHITECTURES[i % ARCHITECTURES.len()],
+                "distro": distro,
+                "distroVersion": format!("{}.{}", 9 + i % 2, i % 7),
+                "targets": targets,
+                "bootc": i % 3 == 0,
+                "buildMode": build_mode,
+                "exportFormat": FORMATS[i % FORMATS.len()],
+            },
+        },
+    })
+}
+
+/// Runs `op(iteration)` from `concurrency` tasks for `duration`; latency per call.
+async fn timed<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+) -> (Vec<Duration>, u64, Duration)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let op = Arc::new(op);
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (op, counter, errors) = (op.clone(), counter.clone(), errors.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let iteration = counter.fetch_add(1, Ordering::Relaxed);
+                    let at = Instant::now();
+                    match op(iteration).await {
+                        Ok(()) => latencies.push(at.elapsed()),
+                        Err(e) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("error: {e}");
+                            }
+                        }
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_default());
+    }
+    (latencies, errors.load(Ordering::Relaxed), started.elapsed())
+}
+
+async fn seed(client: &Client, args: &Args) -> Result<(), String> {
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let total = args.seed;
+    let step = (total / 20).max(1) as u64;
+    let namespaces = args.namespaces;
+    let results: Vec<Result<(), String>> = futures_util::stream::iter(0..total)
+        .map(|i| {
+            let (client, done) = (client.clone(), done.clone());
+            async move {
+                let object = entry(i, namespaces);
+                let path = format!(
+                    "{BASE}/namespaces/{}/catalogimages",
+                    namespace_of(i, namespaces)
+                );
+                let (code, body) = client
+                    .send(
+                        "POST",
+                        &path,
+                        "application/json",
+                        object.to_string().into_bytes(),
+                    )
+                    .await?;
+                if code != 201 && code != 409 {
+                    return Err(format!("create: {code} {}", String::from_utf8_lossy(&body)));
+                }
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % step == 0 {
+                    let rate = n as f64 / started.elapsed().as_secs_f64();
+                    eprintln!(
+                        "seeded {n}/{total} ({:.0}%), {rate:.0}/s",
+                        n as f64 * 100.0 / total as f64
+                    );
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .collect()
+        .await;
+    if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+        return Err(e);
+    }
+    eprintln!(
+        "seeded {total} entries in {:.1}s: {:.0} creates/s",
+        started.elapsed().as_secs_f64(),
+        total as f64 / started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A page path of the whole catalog, `limit` items from `token`.
+fn page_path(query: &str, token: Option<&str>) -> String {
+    let mut path = format!("{BASE}/catalogimages?limit=500{query}");
+    if let Some(token) = token {
+        path.push_str(&format!("&continue={token}"));
+    }
+    path
+}
+
+fn continue_token(page: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(page).ok()?;
+    value["metadata"]["continue"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
+/// The resourceVersion of the object in a watch event line, without parsing the whole line.
+fn event_revision(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    let at = text.find("\"resourceVersion\":\"")? + "\"resourceVersion\":\"".len();
+    text[at..].split('"').next()?.parse().ok()
+}
+
+async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
+    let list = client.get(&format!("{BASE}/catalogimages?limit=1")).await?;
+    let revision: Value = serde_json::from_slice(&list).map_err(|e| e.to_string())?;
+    let from = revision["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let received: Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let mut watchers = Vec::new();
+    for _ in 0..args.watchers {
+        let request = http::Request::get(format!(
+            "{BASE}/catalogimages?watch=true&resourceVersion={from}"
+        ))
+        .body(kube::client::Body::empty())
+        .map_err(|e| e.to_string())?;
+        let response = client.0.send(request).await.map_err(|e| e.to_string())?;
+        let received = received.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut body = response.into_body();
+            let mut buffer = Vec::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                buffer.extend_from_slice(&data);
+                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    if let Some(revision) = event_revision(&line) {
+                        received.lock().unwrap().push((revision, Instant::now()));
+                    }
+                }
+            }
+        }));
+    }
+    // Writes at the rate asked; each remembers when it was sent, by the revision it made.
+    let mut sent: HashMap<u64, Instant> = HashMap::new();
+    let interval = Duration::from_secs_f64(1.0 / args.watch_write_rate.max(1) as f64);
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(interval);
+    let mut i = 0usize;
+    while started.elapsed() < args.duration {
+        ticks.tick().await;
+        let n = i % args.seed.max(1);
+        i += 1;
+        let path = format!(
+            "{BASE}/namespaces/{}/catalogimages/{}",
+            namespace_of(n, args.namespaces),
+            name_of(n)
+        );
+        let patch = json!({"spec": {"tags": ["latest", format!("watch-{i}")]}})
+            .to_string()
+            .into_bytes();
+        let at = Instant::now();
+        let (code, body) = client
+            .send("PATCH", &path, "application/merge-patch+json", patch)
+            .await?;
+        if code == 200 {
+            let object: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            if let Some(revision) = object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|r| r.parse().ok())
+            {
+                sent.insert(revision, at);
+            }
+        }
+    }
+    // Let the last events arrive: a short grace, then the watchers are stopped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let elapsed = started.elapsed();
+    for watcher in &watchers {
+        watcher.abort();
+    }
+    let received = received.lock().unwrap().clone();
+    let latencies: Vec<Duration> = received
+        .iter()
+        .filter_map(|(revision, at)| {
+            sent.get(revision)
+                .map(|sent| at.saturating_duration_since(*sent))
+        })
+        .collect();
+    let expected = sent.len() as u64 * args.watchers as u64;
+    let mut report = report(
+        "watch-fanout",
+        latencies,
+        expected.saturating_sub(received.len() as u64),
+        elapsed,
+    );
+    report.notes.push(("watchers".into(), args.watchers as f64));
+    report.notes.push(("writes".into(), sent.len() as f64));
+    Ok(report)
+}
+
+fn wanted(args: &Args, scenario: &str) -> bool {
+    args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == scenario)
+}
+
+pub async fn run(args: Args) -> Result<(), String> {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(&args.kubeconfig).map_err(|e| e.to_string())?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = Client(kube::Client::try_from(config).map_err(|e| e.to_string())?);
+    seed(&client, &args).await?;
+    let (n, namespaces, duration, concurrency) = (
+        args.seed.max(1),
+        args.namespaces,
+        args.duration,
+        args.concurrency,
+    );
+    let mut reports = Vec::new();
+
+    if wanted(&args, "get") {
+        let c = client.clone();
+        let (latencies, errors, elapsed) = timed(concurrency, duration, move |i| {
+            let c = c.clone();
+            async move {
+                let k = (i as usize).wrapping_mul(7919) % n;
+                c.get(&format!(
+                    "{BASE}/namespaces/{}/catalogimages/{}",
+                    namespace_of(k, namespaces),
+                    name_of(k)
+                ))
+                .await
+                .map(drop)
+            }
+        })
+        .await;
+        reports.push(report("get", latencies, errors, elapsed));
+    }
+    let mut sample_page = Bytes::new();
+    if wanted(&args, "list-page") {
+        // Each client pages through everything, page after page.
+        let c = client.clone();
+        let tokens: Arc<std::sync::Mutex<HashMap<u64, Option<String>>>> = Arc::default();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (tokens_in, bytes_in) = (tokens.clone(), bytes.clone());
+        let (latencies, errors, elapsed) = timed(concurrency, duration, move |i| {
+            let (c, tokens, bytes) = (c.clone(), tokens_in.clone(), bytes_in.clone());
+            async move {
+                let worker = i % 1_000_000;
+                let token = tokens.lock().unwrap().get(&worker).cloned().flatten();
+                let page = c.get(&page_path("", token.as_deref())).await?;
+                bytes.fetch_add(page.len() as u64, Ordering::Relaxed);
+                tokens.lock().unwrap().insert(worker, continue_token(&page));
+                Ok(())
+            }
+        })
+        .await;
+        let mut r = report("list-page", latencies, errors, elapsed);
+        r.notes.push((
+            "MB/s".into(),
+            bytes.load(Ordering::Relaxed) as f64 / 1e6 / elapsed.as_secs_f64(),
+        ));
+        reports.push(r);
+        sample_page = client.get(&page_path("", None)).await?;
+    }
+    for (scenario, queries) in [
+        (
+            "list-indexed",
+            vec![
+                "&fieldSelector=spec.metadata.distro%3Dautosd10-sig",
+                "&fieldSelector=status.phase%3DPending",
+            ],
+        ),
+        (
+            "list-label",
+            vec![
+                "&labelSelector=tier%3Dgold",
+                "&labelSelector=pipeline%3Dnightly-7",
+            ],
+        ),
+    ] {
+        if !wanted(&args, scenario) {
+            continue;
+        }
+        let c = client.clone();
+        let queries = Arc::new(queries);
+        let (latencies, errors, elapsed) = timed(concurrency, duration, move |i| {
+            let (c, queries) = (c.clone(), queries.clone());
+            async move {
+                c.get(&page_path(queries[i as usize % queries.len()], None))
+                    .await
+                    .map(drop)
+            }
+        })
+        .await;
+        reports.push(report(scenario, latencies, errors, elapsed));
+    }
+    let mut full_list_rate = 0.0;
+    if wanted(&args, "list-full") {
+        let c = client.clone();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = bytes.clone();
+        let (latencies, errors, elapsed) = timed(1, duration, move |_| {
+            let (c, counted) = (c.clone(), counted.clone());
+            async move {
+                let body = c.get(&format!("{BASE}/catalogimages")).await?;
+                counted.fetch_add(body.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .await;
+        full_list_rate = bytes.load(Ordering::Relaxed) as f64 / 1e6 / elapsed.as_secs_f64();
+        let mut r = report("list-full", latencies, errors, elapsed);
+        r.notes.push(("MB/s".into(), full_list_rate));
+        reports.push(r);
+    }
+    if wanted(&args, "watch-fanout") {
+        reports.push(watch_fanout(&client, &args).await?);
+    }
+    let created = Arc::new(AtomicU64::new(0));
+    if wanted(&args, "create") {
+        // New names every run, so that each create really writes.
+        let run: u32 = rand::random();
+        let (c, created_in) = (client.clone(), created.clone());
+        let (latencies, errors, elapsed) = timed(concurrency, duration, move |_| {
+            let (c, created) = (c.clone(), created_in.clone());
+            async move {
+                let k = created.fetch_add(1, Ordering::Relaxed) as usize;
+                let mut object = entry(k, namespaces);
+                object["metadata"]["name"] = format!("created-{run:08x}-{k}").into();
+                let path = format!(
+                    "{BASE}/namespaces/{}/catalogimages",
+                    namespace_of(k, namespaces)
+                );
+                match c
+                    .send(
+                        "POST",
+                        &path,
+                        "application/json",
+                        object.to_string().into_bytes(),
+                    )
+                    .await?
+                {
+                    (201, _) => Ok(()),
+                    (code, body) => {
+                        Err(format!("create: {code} {}", String::from_utf8_lossy(&body)))
+                    }
+                }
+            }
+        })
+        .await;
+        reports.push(report("create", latencies, errors, elapsed));
+    }
+    if wanted(&args, "update") || wanted(&args, "mixed") {
+        for scenario in ["update", "mixed"] {
+            if !wanted(&args, scenario) {
+                continue;
+            }
+            let c = client.clone();
+            let mixed = scenario == "mixed";
+            let (latencies, errors, elapsed) = timed(concurrency, duration, move |i| {
+                let c = c.clone();
+                async move {
+                    let k = (i as usize).wrapping_mul(104_729) % n;
+                    let path = format!(
+                        "{BASE}/namespaces/{}/catalogimages/{}",
+                        namespace_of(k, namespaces),
+                        name_of(k)
+                    );
+                    match (mixed, i % 10) {
+                        (true, 0..=7) => c.get(&path).await.map(drop),
+                        (true, 8) => c
+                            .get(&page_path(
+                                "&fieldSelector=spec.metadata.distro%3Dcs9",
+                                None,
+                            ))
+                            .await
+                            .map(drop),
+                        _ => {
+                            let patch = json!({"spec": {"tags": ["latest", format!("u{i}")]}})
+                                .to_string()
+                                .into_bytes();
+                            match c
+                                .send("PATCH", &path, "application/merge-patch+json", patch)
+                                .await?
+                            {
+                                (200, _) => Ok(()),
+                                (code, body) => Err(format!(
+                                    "update: {code} {}",
+                                    String::from_utf8_lossy(&body)
+                                )),
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+            reports.push(report(scenario, latencies, errors, elapsed));
+        }
+    }
+
+    // Floors measured in this run, and the server's own figures.
+    let mut floor_notes = Vec::new();
+    if !sample_page.is_empty() {
+        let serialise = floors::serialise_page(&sample_page)?;
+        floor_notes.push((
+            "serde_page_ms".to_string(),
+            serialise.as_secs_f64() * 1000.0,
+        ));
+    }
+    if full_list_rate > 0.0 {
+        let copy = floors::tls_copy_rate(64 << 20).await?;
+        floor_notes.push(("tls_copy_MB/s".to_string(), copy));
+        floor_notes.push((
+            "list_full_of_floor_%".to_string(),
+            full_list_rate / copy * 100.0,
+        ));
+    }
+    let metrics = String::from_utf8_lossy(&client.get("/metrics").await?).to_string();
+    for name in [
+        "catalog_process_resident_memory_bytes",
+        "catalog_store_size_bytes",
+        "catalog_watches",
+        "catalog_store_revision",
+    ] {
+        if let Some(value) = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            floor_notes.push((name.to_string(), value));
+        }
+    }
+    let mut floors_report = report("server", Vec::new(), 0, Duration::ZERO);
+    floors_report.notes = floor_notes;
+    reports.push(floors_report);
+
+    print!("{}", table(&reports));
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
