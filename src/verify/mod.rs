@@ -84,7 +84,7 @@ impl Verifier {
         }
     }
 
-    /// When `image` is next due, or None while nothing needs doing.
+    /// When `image` is next due.
     fn due(&self, image: &CatalogImage) -> Instant {
         let now = Instant::now();
         let generation = image.metadata.generation.unwrap_or(1);
