@@ -181,4 +181,56 @@ mod tests {
         );
         assert!(from_config_json(&document, "docker.io").is_none());
     }
+
+    fn image(reference: &str) -> CatalogImage {
+        let mut image = CatalogImage::default();
+        image.metadata.namespace = Some("builds".into());
+        image.spec.registry_url = reference.into();
+        image
+    }
+
+    #[tokio::test]
+    async fn the_internal_registry_gets_the_service_account_token_and_others_the_auth_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "sa-token\n").unwrap();
+        let auth_file = dir.path().join("auth.json");
+        let document = json!({"auths": {"quay.io": {"auth": STANDARD.encode("robot:secret")}}});
+        std::fs::write(&auth_file, document.to_string()).unwrap();
+        let internal = "image-registry.openshift-image-registry.svc:5000";
+        let sources = CredentialSources {
+            cluster: None,
+            auth_files: vec![dir.path().join("missing.json"), auth_file],
+            internal_registry: Some((internal.into(), token)),
+        };
+        let auth = sources
+            .for_image(&image(&format!("{internal}/builds/autosd:10")))
+            .await
+            .unwrap();
+        assert!(
+            matches!(auth, RegistryAuth::Basic(u, p) if u == "serviceaccount" && p == "sa-token")
+        );
+        let auth = sources
+            .for_image(&image("quay.io/automotive/autosd:10"))
+            .await
+            .unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic(u, _) if u == "robot"));
+        let auth = sources
+            .for_image(&image("ghcr.io/automotive/autosd:10"))
+            .await
+            .unwrap();
+        assert!(matches!(auth, RegistryAuth::Anonymous));
+        // Secrets named without a cluster to read them from: an error that says so.
+        let mut secret = image("quay.io/automotive/autosd:10");
+        secret.spec.image_pull_secrets = vec![crate::api::types::LocalObjectReference {
+            name: "pull".into(),
+        }];
+        assert!(
+            sources
+                .for_image(&secret)
+                .await
+                .unwrap_err()
+                .contains("standalone")
+        );
+    }
 }

@@ -248,4 +248,22 @@ mod tests {
         host.record(true);
         assert_eq!(host.circuit(), Circuit::Closed);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_to_a_host_are_paced_at_its_rate() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let host = Host::new(
+            "registry.example",
+            &HostOptions {
+                rate: 4.0,
+                ..options()
+            },
+        );
+        let started = Instant::now();
+        for _ in 0..12 {
+            host.pace().await;
+        }
+        // A burst of 4, then one every 250 ms: the 12th request goes at 2 s.
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
 }

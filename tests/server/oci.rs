@@ -21,6 +21,8 @@ pub const PASSWORD: &str = "s3cret-pass";
 pub struct Registry {
     pub host: String,
     pub dir: tempfile::TempDir,
+    /// Over TLS with htpasswd; otherwise plain HTTP, open to anyone (an "insecure" registry).
+    secure: bool,
     child: Option<Child>,
 }
 
@@ -33,7 +35,17 @@ fn free_port() -> u16 {
 }
 
 impl Registry {
+    /// TLS from a test CA and htpasswd authentication.
     pub fn start() -> Registry {
+        Registry::start_with(true)
+    }
+
+    /// Plain HTTP, no authentication: what `--insecure-registry` is for.
+    pub fn start_insecure() -> Registry {
+        Registry::start_with(false)
+    }
+
+    fn start_with(secure: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new("registry-ca");
         let serving = ca.server("registry");
@@ -45,11 +57,21 @@ impl Registry {
             .expect("htpasswd (apache2-utils)");
         fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
         let host = format!("127.0.0.1:{}", free_port());
+        let dir_text = dir.path().display();
+        let (tls, auth) = if secure {
+            (
+                format!(
+                    ", tls: {{certificate: {dir_text}/server.crt, key: {dir_text}/server.key}}"
+                ),
+                format!("auth: {{htpasswd: {{realm: test, path: {dir_text}/htpasswd}}}}\n"),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         let config = format!(
             "version: 0.1\nlog: {{level: info, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {root}}}, delete: {{enabled: true}}}}\n\
-             http: {{addr: {host}, tls: {{certificate: {dir}/server.crt, key: {dir}/server.key}}}}\nauth: {{htpasswd: {{realm: test, path: {dir}/htpasswd}}}}\n",
+             http: {{addr: {host}{tls}}}\n{auth}",
             root = dir.path().join("data").display(),
-            dir = dir.path().display(),
         );
         fs::write(dir.path().join("config.yml"), config).unwrap();
         // The CA where skopeo and our server look for it (containers' certs.d layout).
@@ -59,6 +81,7 @@ impl Registry {
         let mut registry = Registry {
             host,
             dir,
+            secure,
             child: None,
         };
         registry.resume();
@@ -120,10 +143,17 @@ impl Registry {
 
     /// Pushes an OCI layout's `tag` to `repository:tag` with skopeo.
     pub fn push(&self, layout: &Layout, repository: &str, tag: &str) {
-        let output = Command::new("skopeo")
-            .args(["copy", "--all", "--preserve-digests", "--dest-cert-dir"])
-            .arg(self.certs_dir().join(&self.host))
-            .args(["--dest-creds", &format!("{USER}:{PASSWORD}")])
+        let mut skopeo = Command::new("skopeo");
+        skopeo.args(["copy", "--all", "--preserve-digests"]);
+        if self.secure {
+            skopeo
+                .arg("--dest-cert-dir")
+                .arg(self.certs_dir().join(&self.host));
+            skopeo.args(["--dest-creds", &format!("{USER}:{PASSWORD}")]);
+        } else {
+            skopeo.arg("--dest-tls-verify=false");
+        }
+        let output = skopeo
             .arg(format!("oci:{}:{tag}", layout.dir.path().display()))
             .arg(format!("docker://{}/{repository}:{tag}", self.host))
             .output()

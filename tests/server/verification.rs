@@ -35,7 +35,10 @@ struct Images {
 }
 
 fn push_images() -> Images {
-    let registry = Registry::start();
+    push_images_to(Registry::start())
+}
+
+fn push_images_to(registry: Registry) -> Images {
     let mut layout = Layout::new();
     let annotations = json!({"org.opencontainers.image.source": "https://gitlab.com/CentOS/automotive/sample-images",
         "com.redhat.automotive.distro": "autosd10-sig", "com.redhat.automotive.bootc-capable": "true"});
@@ -555,5 +558,40 @@ fn only_the_lease_holder_verifies_and_another_replica_takes_over() {
             super::auth::client_of(&b.address, &cluster.serving_ca.pem, Some(&admin), None, &[]);
         let on_b: Api<DynamicObject> = Api::namespaced_with(b_client, "verify", &resource());
         until(&on_b, "led", |o| phase(o) == "Available").await;
+    });
+}
+
+#[test]
+fn an_insecure_registry_is_reached_over_http_only_when_opted_in() {
+    let images = push_images_to(Registry::start_insecure());
+    let host = images.registry.host.clone();
+    let reference = format!("{host}/automotive/autosd:single");
+    let opted_in = Server::start_with(&["--verify=true", "--insecure-registry", &host]);
+    let not_opted_in = Server::start_with(&["--verify=true", "--verify-max-failures", "1"]);
+    runtime().block_on(async {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(kube_client(&opted_in), "verify", &resource());
+        api.create(
+            &PostParams::default(),
+            &entry("plain", &reference, "amd64", json!({})),
+        )
+        .await
+        .unwrap();
+        let plain = until(&api, "plain", |o| phase(o) == "Available").await;
+        assert_eq!(
+            status(&plain)["registryMetadata"]["resolvedDigest"],
+            images.single
+        );
+        // Without the opt-in, HTTPS to a plain HTTP registry fails: never silently downgraded.
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(kube_client(&not_opted_in), "verify", &resource());
+        api.create(
+            &PostParams::default(),
+            &entry("plain", &reference, "amd64", json!({})),
+        )
+        .await
+        .unwrap();
+        let refused = until(&api, "plain", |o| phase(o) == "Failed").await;
+        assert_eq!(reason(&refused), "RegistryUnreachable");
     });
 }
