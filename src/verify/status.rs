@@ -97,33 +97,17 @@ pub fn after(
             } else if !final_ {
                 message = format!("{message} (failure {failures} of {max_failures}; retrying)");
             }
-            set(
-                conditions,
-                "Verified",
-                "False",
-                failure.reason(),
-                &message,
-                generation,
-                now,
-            );
-            set(
-                conditions,
-                "Available",
-                "False",
-                failure.reason(),
-                &message,
-                generation,
-                now,
-            );
-            set(
-                conditions,
-                "Ready",
-                "False",
-                failure.reason(),
-                &message,
-                generation,
-                now,
-            );
+            for type_ in ["Verified", "Available", "Ready"] {
+                set(
+                    conditions,
+                    type_,
+                    "False",
+                    failure.reason(),
+                    &message,
+                    generation,
+                    now,
+                );
+            }
             if let Some(found) = found {
                 status.registry_metadata = Some(found.clone());
             }

@@ -63,6 +63,27 @@ fn push_images_to(registry: Registry) -> Images {
     }
 }
 
+/// A standalone server that verifies, trusting the registry's CA and holding an auth file
+/// with `password` for it; the directory of the auth file lives as long as the server.
+fn verifying_server(
+    images: &Images,
+    password: &str,
+    flags: &[&str],
+) -> (Server, tempfile::TempDir) {
+    let files = tempfile::tempdir().unwrap();
+    let auth = auth_file(files.path(), &images.registry.host, USER, password);
+    let certs = images.registry.certs_dir();
+    let mut all = vec![
+        "--verify=true",
+        "--registry-ca",
+        certs.to_str().unwrap(),
+        "--registry-auth-file",
+        auth.to_str().unwrap(),
+    ];
+    all.extend(flags);
+    (Server::start_with(&all), files)
+}
+
 fn entry(name: &str, reference: &str, architecture: &str, spec: Value) -> DynamicObject {
     let mut object = json!({"apiVersion": "catalog.automotive.io/v1alpha1", "kind": "CatalogImage",
         "metadata": {"name": name},
@@ -124,19 +145,11 @@ async fn until(
 fn entries_are_verified_against_their_registry() {
     let images = push_images();
     let host = images.registry.host.clone();
-    let files = tempfile::tempdir().unwrap();
-    let auth = auth_file(files.path(), &host, USER, PASSWORD);
-    let server = Server::start_with(&[
-        "--verify=true",
-        "--verify-retry-base",
-        "200ms",
-        "--verify-max-failures",
-        "3",
-        "--registry-ca",
-        images.registry.certs_dir().to_str().unwrap(),
-        "--registry-auth-file",
-        auth.to_str().unwrap(),
-    ]);
+    let (server, _files) = verifying_server(
+        &images,
+        PASSWORD,
+        &["--verify-retry-base", "200ms", "--verify-max-failures", "3"],
+    );
     runtime().block_on(async {
         let api: Api<DynamicObject> =
             Api::namespaced_with(kube_client(&server), "verify", &resource());
@@ -320,20 +333,7 @@ fn entries_are_verified_against_their_registry() {
 #[test]
 fn refused_credentials_fail_the_entry() {
     let images = push_images();
-    let files = tempfile::tempdir().unwrap();
-    let wrong = auth_file(
-        files.path(),
-        &images.registry.host,
-        USER,
-        "not-the-password",
-    );
-    let server = Server::start_with(&[
-        "--verify=true",
-        "--registry-ca",
-        images.registry.certs_dir().to_str().unwrap(),
-        "--registry-auth-file",
-        wrong.to_str().unwrap(),
-    ]);
+    let (server, _files) = verifying_server(&images, "not-the-password", &[]);
     runtime().block_on(async {
         let api: Api<DynamicObject> =
             Api::namespaced_with(kube_client(&server), "verify", &resource());
@@ -403,27 +403,22 @@ fn credentials_come_from_secrets_read_through_kube_apiserver() {
 fn a_stopped_registry_opens_the_circuit_and_entries_recover_when_it_returns() {
     let mut images = push_images();
     let host = images.registry.host.clone();
-    let files = tempfile::tempdir().unwrap();
-    let auth = auth_file(files.path(), &host, USER, PASSWORD);
-    let server = Server::start_with(&[
-        "--verify=true",
-        "--verify-retry-base",
-        "200ms",
-        "--verify-retry-cap",
-        "1s",
-        "--verify-max-failures",
-        "1000",
-        "--verify-share-window",
-        "2s",
-        "--registry-failure-threshold",
-        "2",
-        "--registry-cool-down",
-        "2s",
-        "--registry-ca",
-        images.registry.certs_dir().to_str().unwrap(),
-        "--registry-auth-file",
-        auth.to_str().unwrap(),
-    ]);
+    let (server, _files) = verifying_server(
+        &images,
+        PASSWORD,
+        &[
+            "--verify-retry-base",
+            "200ms",
+            "--verify-retry-cap",
+            "1s",
+            "--verify-max-failures",
+            "1000",
+            "--registry-failure-threshold",
+            "2",
+            "--registry-cool-down",
+            "2s",
+        ],
+    );
     runtime().block_on(async {
         let api: Api<DynamicObject> =
             Api::namespaced_with(kube_client(&server), "verify", &resource());
@@ -492,7 +487,7 @@ fn only_the_lease_holder_verifies_and_another_replica_takes_over() {
             "--registry-ca",
             certs.to_str().unwrap(),
             "--lease-duration",
-            "2s",
+            "5s",
             "--lease-retry",
             "200ms",
             "--lease-identity",
@@ -548,7 +543,8 @@ fn only_the_lease_holder_verifies_and_another_replica_takes_over() {
             "the follower verified"
         );
     });
-    // The leader goes; once its lease runs out, the other replica takes over and verifies.
+    // The leader goes; once its lease runs out (5 s: long enough that a leader starved of CPU
+    // by a busy machine still renews in time), the other replica takes over and verifies.
     cluster.server.stop();
     cluster.eventually("replica-b to lead", || {
         holder().as_deref() == Some("replica-b")
