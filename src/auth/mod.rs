@@ -8,7 +8,8 @@ pub mod config;
 pub mod identity;
 pub mod review;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode, header};
 use rustls::pki_types::CertificateDer;
@@ -38,8 +39,9 @@ pub enum Attributes {
 }
 
 pub struct Auth {
-    /// None until the configuration is known (serve mode waits for the ConfigMap).
-    config: RwLock<Option<Arc<AuthConfig>>>,
+    /// None until the configuration is known (serve mode waits for the ConfigMap); numbered,
+    /// so that what was verified against one configuration is not reused with the next.
+    config: RwLock<Option<(u64, Arc<AuthConfig>)>>,
     /// kube-apiserver's reviews; None in standalone mode, which allows every authenticated user.
     reviewer: Option<Reviewer>,
     anonymous: bool,
@@ -49,7 +51,7 @@ impl Auth {
     /// Standalone: client certificates of `config`'s client CA, every request allowed.
     pub fn standalone(config: AuthConfig) -> Auth {
         Auth {
-            config: RwLock::new(Some(Arc::new(config))),
+            config: RwLock::new(Some((1, Arc::new(config)))),
             reviewer: None,
             anonymous: false,
         }
@@ -66,36 +68,42 @@ impl Auth {
     }
 
     pub fn set_config(&self, config: AuthConfig) {
-        *self.config.write().expect("auth config lock") = Some(Arc::new(config));
+        let mut current = self.config.write().expect("auth config lock");
+        let generation = current.as_ref().map_or(1, |(generation, _)| generation + 1);
+        *current = Some((generation, Arc::new(config)));
     }
 
     pub fn is_ready(&self) -> bool {
         self.config.read().expect("auth config lock").is_some()
     }
 
-    fn current(&self) -> Option<Arc<AuthConfig>> {
+    fn current(&self) -> Option<(u64, Arc<AuthConfig>)> {
         self.config.read().expect("auth config lock").clone()
     }
 
-    /// The identity of a request: its TLS client certificate chain (unverified so far) and
-    /// headers. 401 when nothing authenticates it and anonymous requests are off.
+    /// The identity of a request: its connection's TLS client certificate chain (unverified
+    /// so far, what it verified against remembered in `verdicts`) and its headers. 401 when
+    /// nothing authenticates it and anonymous requests are off.
     pub async fn authenticate(
         &self,
         chain: &[CertificateDer<'static>],
+        verdicts: &ChainVerdicts,
         headers: &HeaderMap,
     ) -> Result<Identity, ApiError> {
-        let config = self.current().ok_or_else(|| {
+        let (generation, config) = self.current().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
                 "the authentication configuration is not loaded yet",
             )
         })?;
-        if let Some(identity) = front_proxy_identity(&config, chain, headers) {
+        let verdict = verdicts.verdict(generation, &config, chain);
+        if verdict.request_header
+            && let Some(identity) = front_proxy_identity(&config, chain, headers)
+        {
             return Ok(identity.authenticated());
         }
-        if let Some(verifier) = &config.client_ca
-            && chain_verifies(verifier.as_ref(), chain)
+        if verdict.client_ca
             && let Some(identity) = from_certificate(&chain[0])
         {
             return Ok(identity.authenticated());
@@ -174,17 +182,61 @@ pub fn secret_reference_forbidden(identity: &Identity, namespace: &str, name: &s
     error
 }
 
-/// The user a front proxy vouches for: only when its certificate chains to the request-header
-/// CA and carries an allowed CN (k8s.io/apiserver `authentication/request/headerrequest`).
+/// What a connection's client certificate chain verified against. Verifying a chain means
+/// signature checks, which cost more than the rest of a GET: it is done once per connection and
+/// configuration, and again after a minute so that an expired certificate stops working.
+#[derive(Default)]
+pub struct ChainVerdicts(Mutex<Option<(u64, Instant, Verdict)>>);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Verdict {
+    request_header: bool,
+    client_ca: bool,
+}
+
+const VERDICT_TTL: Duration = Duration::from_secs(60);
+
+impl ChainVerdicts {
+    fn verdict(
+        &self,
+        generation: u64,
+        config: &AuthConfig,
+        chain: &[CertificateDer<'static>],
+    ) -> Verdict {
+        let mut cached = self.0.lock().expect("verdict lock");
+        match *cached {
+            Some((at_generation, at, verdict))
+                if at_generation == generation && at.elapsed() < VERDICT_TTL =>
+            {
+                verdict
+            }
+            _ => {
+                let verifies = |verifier: &Arc<dyn rustls::server::danger::ClientCertVerifier>| {
+                    chain_verifies(verifier.as_ref(), chain)
+                };
+                let verdict = Verdict {
+                    request_header: config
+                        .request_header
+                        .as_ref()
+                        .is_some_and(|rh| verifies(&rh.verifier)),
+                    client_ca: config.client_ca.as_ref().is_some_and(verifies),
+                };
+                *cached = Some((generation, Instant::now(), verdict));
+                verdict
+            }
+        }
+    }
+}
+
+/// The user a front proxy vouches for, its certificate having verified against the
+/// request-header CA: only with an allowed CN (k8s.io/apiserver
+/// `authentication/request/headerrequest`).
 fn front_proxy_identity(
     config: &AuthConfig,
     chain: &[CertificateDer<'static>],
     headers: &HeaderMap,
 ) -> Option<Identity> {
     let request_header = config.request_header.as_ref()?;
-    if !chain_verifies(request_header.verifier.as_ref(), chain) {
-        return None;
-    }
     let (common_name, _) = identity::subject(&chain[0])?;
     if !request_header.allowed_names.is_empty()
         && !request_header.allowed_names.contains(&common_name)

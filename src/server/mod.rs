@@ -35,7 +35,7 @@ use self::request::{Target, attributes, target, verb};
 use self::response::{Body, error};
 use self::status::ApiError;
 use crate::api::openapi;
-use crate::auth::{Attributes, Auth};
+use crate::auth::{Attributes, Auth, ChainVerdicts};
 use crate::observe::{Metrics, RequestLabels, VerbLabels};
 use crate::registry::Registry;
 
@@ -63,10 +63,12 @@ pub struct App {
 }
 
 /// The client certificate chain of a connection, as presented in its TLS handshake (the client
-/// proved it holds the key; whether the chain is trusted is for the authenticator to say).
-#[derive(Clone, Debug, Default)]
+/// proved it holds the key; whether the chain is trusted is for the authenticator to say, and
+/// it remembers its answer for the connection).
+#[derive(Clone, Default)]
 struct Peer {
     chain: Arc<Vec<CertificateDer<'static>>>,
+    verdicts: Arc<ChainVerdicts>,
 }
 
 impl App {
@@ -143,7 +145,10 @@ impl App {
         if let Target::Health(check) = target {
             return Ok(handlers::health(self, check));
         }
-        let identity = self.auth.authenticate(&peer.chain, &parts.headers).await?;
+        let identity = self
+            .auth
+            .authenticate(&peer.chain, &peer.verdicts, &parts.headers)
+            .await?;
         let query = Query::parse(parts.uri.query());
         let headers = &parts.headers;
         let watch = query.flag("watch")?;
@@ -269,6 +274,7 @@ pub async fn serve(
                         .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
                         .unwrap_or_default(),
                 ),
+                verdicts: Arc::default(),
             };
             let service = service_fn(move |request| {
                 let app = app.clone();
