@@ -38,6 +38,14 @@ pub enum Attributes {
     },
 }
 
+impl Attributes {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Attributes::Resource { verb, .. } | Attributes::NonResource { verb, .. } => verb,
+        }
+    }
+}
+
 pub struct Auth {
     /// None until the configuration is known (serve mode waits for the ConfigMap); numbered,
     /// so that what was verified against one configuration is not reused with the next.

@@ -62,6 +62,15 @@ pub struct App {
     shutdown: signal::Receiver<bool>,
 }
 
+/// What a request is about, from its method, path and query.
+struct About<'a> {
+    target: &'a Target,
+    query: &'a Query,
+    attributes: &'a Attributes,
+    /// The object name a 403 names.
+    name: &'a str,
+}
+
 /// The client certificate chain of a connection, as presented in its TLS handshake (the client
 /// proved it holds the key; whether the chain is trusted is for the authenticator to say, and
 /// it remembers its answer for the connection).
@@ -103,24 +112,31 @@ impl App {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let started = std::time::Instant::now();
-        let watch = Query::parse(request.uri().query())
-            .flag("watch")
-            .unwrap_or(false);
-        let verb = match attributes(&method, &path, &target(&path), watch).0 {
-            Attributes::Resource { verb, .. } | Attributes::NonResource { verb, .. } => verb,
-        };
+        // What the request is about, worked out once: routing, authorization and metrics share it.
+        let target = target(&path);
+        let query = Query::parse(request.uri().query());
+        let watch = query.flag("watch");
+        let (attributes, name) =
+            attributes(&method, &path, &target, *watch.as_ref().unwrap_or(&false));
         let encoding = negotiate::encoding(
             request
                 .headers()
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok()),
         );
-        let response = match self.route(request, peer).await {
+        let about = About {
+            target: &target,
+            query: &query,
+            attributes: &attributes,
+            name,
+        };
+        let response = match self.route(request, peer, about, watch).await {
             Ok(response) => response,
             Err(e) => error(&e, encoding),
         };
         let code = response.status().as_u16();
         tracing::debug!(%method, %path, code, elapsed = ?started.elapsed(), "request");
+        let verb = attributes.verb();
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
@@ -139,9 +155,11 @@ impl App {
         &self,
         request: Request<Incoming>,
         peer: Peer,
+        about: About<'_>,
+        watch: Result<bool, ApiError>,
     ) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = request.into_parts();
-        let target = target(parts.uri.path());
+        let (target, query) = (about.target, about.query);
         if let Target::Health(check) = target {
             return Ok(handlers::health(self, check));
         }
@@ -149,18 +167,18 @@ impl App {
             .auth
             .authenticate(&peer.chain, &peer.verdicts, &parts.headers)
             .await?;
-        let query = Query::parse(parts.uri.query());
+        let watch = watch?;
+        self.auth
+            .authorize(&identity, about.attributes, about.name)
+            .await?;
         let headers = &parts.headers;
-        let watch = query.flag("watch")?;
-        let (attributes, name) = attributes(&parts.method, parts.uri.path(), &target, watch);
-        self.auth.authorize(&identity, &attributes, name).await?;
         let body = match parts.method {
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
                 read_body(body, self.config.max_body_bytes).await?
             }
             _ => bytes::Bytes::new(),
         };
-        match (&parts.method, &target) {
+        match (&parts.method, target) {
             (&Method::GET, Target::Version) => Ok(handlers::version()),
             (&Method::GET, Target::Metrics) => Ok(handlers::metrics(self)),
             (&Method::GET, Target::GroupList) => Ok(handlers::group_list(headers)),
@@ -170,18 +188,18 @@ impl App {
             (&Method::GET, Target::OpenApiV3Root) => Ok(handlers::openapi_v3_root(self)),
             (&Method::GET, Target::OpenApiV3) => Ok(handlers::openapi_v3(self, headers)),
             (_, Target::Unknown) => Err(ApiError::path_not_found()),
-            (_, Target::Collection { namespace }) => match verb(&parts.method, &target, watch) {
+            (_, Target::Collection { namespace }) => match verb(&parts.method, target, watch) {
                 "watch" => {
                     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-                    handlers::watch(self, headers, &query, namespace.clone(), on_upgrade)
+                    handlers::watch(self, headers, query, namespace.clone(), on_upgrade)
                 }
-                "list" => handlers::list(self, headers, &query, namespace.clone()).await,
+                "list" => handlers::list(self, headers, query, namespace.clone()).await,
                 "create" => match namespace {
-                    Some(ns) => handlers::create(self, &identity, headers, &query, ns, &body).await,
+                    Some(ns) => handlers::create(self, &identity, headers, query, ns, &body).await,
                     None => Err(ApiError::method_not_allowed(&parts.method)),
                 },
                 "deletecollection" => {
-                    handlers::delete_collection(self, headers, &query, namespace.clone()).await
+                    handlers::delete_collection(self, headers, query, namespace.clone()).await
                 }
                 _ => Err(ApiError::method_not_allowed(&parts.method)),
             },
@@ -192,22 +210,22 @@ impl App {
                     name,
                     status,
                 },
-            ) => match (verb(&parts.method, &target, false), status) {
-                ("get", _) => handlers::get(self, headers, &query, namespace, name),
+            ) => match (verb(&parts.method, target, false), status) {
+                ("get", _) => handlers::get(self, headers, query, namespace, name),
                 ("update", _) => {
                     handlers::update(
-                        self, &identity, headers, &query, namespace, name, *status, &body,
+                        self, &identity, headers, query, namespace, name, *status, &body,
                     )
                     .await
                 }
                 ("patch", _) => {
                     handlers::patch(
-                        self, &identity, headers, &query, namespace, name, *status, &body,
+                        self, &identity, headers, query, namespace, name, *status, &body,
                     )
                     .await
                 }
                 ("delete", false) => {
-                    handlers::delete(self, headers, &query, namespace, name, &body).await
+                    handlers::delete(self, headers, query, namespace, name, &body).await
                 }
                 _ => Err(ApiError::method_not_allowed(&parts.method)),
             },
