@@ -5,13 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::common::*;
 use super::kube_apiserver::{KubeApiserver, Policy};
 use super::pki::{Ca, Issued};
+
+/// What the server logs when it has applied an authentication configuration.
+const CONFIG_LOADED: &str = "authentication configuration loaded";
 
 const NAMESPACE_PATH: &str = "/apis/catalog.automotive.io/v1alpha1/namespaces/auth/catalogimages";
 
@@ -104,14 +106,14 @@ impl Cluster {
         server
     }
 
-    /// Ready once the ConfigMap is loaded: poll the state the server reports.
+    /// Ready once the ConfigMap is loaded: the server says when it has loaded it.
     fn wait_ready(&self, server: &Server) {
-        self.eventually("ready", || {
-            runtime().block_on(async {
-                let anonymous = client_of(&server.address, &self.serving_ca.pem, None, None, &[]);
-                request(&anonymous, "GET", "/readyz", "").await.0
-            }) == 200
+        server.wait_for_log(CONFIG_LOADED, 0);
+        let ready = runtime().block_on(async {
+            let anonymous = client_of(&server.address, &self.serving_ca.pem, None, None, &[]);
+            request(&anonymous, "GET", "/readyz", "").await.0
         });
+        assert_eq!(ready, 200);
     }
 
     pub fn client(
@@ -131,15 +133,6 @@ impl Cluster {
 
     async fn get(&self, client: &kube::Client, path: &str) -> u16 {
         request(client, "GET", path, "").await.0
-    }
-
-    #[track_caller]
-    pub fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !check() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 
@@ -332,10 +325,12 @@ fn a_rotated_request_header_ca_applies_without_restart() {
     };
     assert_eq!(get(&old_proxy), 200);
     assert_eq!(get(&new_proxy), 401);
+    let loaded = cluster.server.logged(CONFIG_LOADED);
     cluster
         .kube
         .set_config_map(config_map(&cluster.client_ca, &new_ca));
-    cluster.eventually("the new front-proxy CA", || get(&new_proxy) == 200);
+    cluster.server.wait_for_log(CONFIG_LOADED, loaded);
+    assert_eq!(get(&new_proxy), 200);
     assert_eq!(get(&old_proxy), 401);
 }
 
@@ -365,7 +360,7 @@ fn a_rotated_serving_certificate_drops_no_request() {
         })
     };
     let served = || served_certificate(&cluster.server.address, &cluster.serving_ca.pem);
-    let before = served();
+    let reloaded = cluster.server.logged("serving certificate reloaded");
     let rotated = cluster.serving_ca.server("catalog-apiserver");
     std::fs::write(cluster.server.dir.path().join("tls.key.new"), &rotated.key).unwrap();
     std::fs::write(cluster.server.dir.path().join("tls.crt.new"), &rotated.cert).unwrap();
@@ -380,7 +375,9 @@ fn a_rotated_serving_certificate_drops_no_request() {
         cluster.server.dir.path().join("tls.crt"),
     )
     .unwrap();
-    cluster.eventually("the new serving certificate", || served() != before);
+    cluster
+        .server
+        .wait_for_log("serving certificate reloaded", reloaded);
     assert_eq!(served(), pem_der(&rotated.cert));
     stop.store(true, Ordering::SeqCst);
     load.join().unwrap();

@@ -3,6 +3,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -11,6 +13,46 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub address: String,
     child: Option<Child>,
+    log: Arc<Log>,
+}
+
+/// The server's log lines as they come, so that a test can wait for what the server says it
+/// did (a configuration loaded, a certificate reloaded) instead of polling for its effect.
+#[derive(Default)]
+pub struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+impl Log {
+    fn push(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+        self.grew.notify_all();
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until more than `seen` lines contain `needle`.
+    fn wait_for(&self, needle: &str, seen: usize) {
+        let lines = self.lines.lock().unwrap();
+        let (lines, timeout) = self
+            .grew
+            .wait_timeout_while(lines, Duration::from_secs(60), |lines| {
+                lines.iter().filter(|l| l.contains(needle)).count() <= seen
+            })
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "the server never logged {needle:?}: {lines:#?}"
+        );
+    }
 }
 
 pub fn kubectl_binary() -> PathBuf {
@@ -28,7 +70,7 @@ pub fn venv_binary(name: &str) -> PathBuf {
 
 /// Starts the binary. Verification is off unless `extra` turns it on: entries of most tests
 /// point at registries that do not exist here, and their status must stay as written.
-fn spawn(mode: &str, dir: &Path, bind: &str, extra: &[&str]) -> (Child, String) {
+fn spawn(mode: &str, dir: &Path, bind: &str, extra: &[&str]) -> (Child, String, Arc<Log>) {
     let verify = if extra.iter().any(|a| a.starts_with("--verify=")) {
         None
     } else {
@@ -43,20 +85,23 @@ fn spawn(mode: &str, dir: &Path, bind: &str, extra: &[&str]) -> (Child, String) 
         .spawn()
         .expect("start catalog-apiserver");
     // The server logs its address once it is serving: wait for that line, not for a time.
+    let log = Arc::new(Log::default());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let address = loop {
         let line = lines
             .next()
             .expect("the server exited before serving")
             .unwrap();
+        log.push(line.clone());
         if let Some(at) = line.find("address=") {
             let rest = &line[at + "address=".len()..];
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, address)
+    // Keep reading the log, so the server never blocks on a full pipe and tests can wait on it.
+    let kept = log.clone();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| kept.push(line)));
+    (child, address, log)
 }
 
 impl Server {
@@ -74,11 +119,12 @@ impl Server {
     }
 
     fn spawn_in(dir: tempfile::TempDir, mode: &str, extra: &[&str]) -> Server {
-        let (child, address) = spawn(mode, dir.path(), "127.0.0.1:0", extra);
+        let (child, address, log) = spawn(mode, dir.path(), "127.0.0.1:0", extra);
         Server {
             dir,
             address,
             child: Some(child),
+            log,
         }
     }
 
@@ -98,9 +144,21 @@ impl Server {
     /// Starts the server again on the same address and data directory.
     pub fn restart(&mut self, extra: &[&str]) {
         self.stop();
-        let (child, address) = spawn("standalone", self.dir.path(), &self.address.clone(), extra);
+        let (child, address, log) =
+            spawn("standalone", self.dir.path(), &self.address.clone(), extra);
         assert_eq!(address, self.address);
         self.child = Some(child);
+        self.log = log;
+    }
+
+    /// How many log lines so far contain `needle`.
+    pub fn logged(&self, needle: &str) -> usize {
+        self.log.count(needle)
+    }
+
+    /// Waits for a log line containing `needle` beyond the `seen` there were.
+    pub fn wait_for_log(&self, needle: &str, seen: usize) {
+        self.log.wait_for(needle, seen)
     }
 
     pub fn kubeconfig(&self) -> PathBuf {

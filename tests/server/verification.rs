@@ -14,6 +14,9 @@ use super::auth::Cluster;
 use super::common::*;
 use super::oci::{Layout, PASSWORD, Registry, USER, auth_file};
 
+/// What a replica logs when it takes the verifier Lease.
+const LEADING: &str = "verifier leadership leading=true";
+
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
@@ -504,9 +507,8 @@ fn only_the_lease_holder_verifies_and_another_replica_takes_over() {
             .kube
             .lease_holder("catalog-system", "catalog-apiserver-verifier")
     };
-    cluster.eventually("replica-a to lead", || {
-        holder().as_deref() == Some("replica-a")
-    });
+    cluster.server.wait_for_log(LEADING, 0);
+    assert_eq!(holder().as_deref(), Some("replica-a"));
     let flags_b = replica("replica-b");
     let b = cluster.replica(&flags_b.iter().map(String::as_str).collect::<Vec<_>>());
 
@@ -546,9 +548,8 @@ fn only_the_lease_holder_verifies_and_another_replica_takes_over() {
     // The leader goes; once its lease runs out (5 s: long enough that a leader starved of CPU
     // by a busy machine still renews in time), the other replica takes over and verifies.
     cluster.server.stop();
-    cluster.eventually("replica-b to lead", || {
-        holder().as_deref() == Some("replica-b")
-    });
+    b.wait_for_log(LEADING, 0);
+    assert_eq!(holder().as_deref(), Some("replica-b"));
     runtime().block_on(async {
         let b_client =
             super::auth::client_of(&b.address, &cluster.serving_ca.pem, Some(&admin), None, &[]);
