@@ -15,20 +15,14 @@ fn run_informer(server: &Server, namespace: &str, expected: usize, watch_list: b
         "{} is missing: run scripts/install-peers",
         program.display()
     );
-    let output = Command::new(program)
-        .args([
-            server.kubeconfig().to_str().unwrap(),
-            namespace,
-            &expected.to_string(),
-        ])
-        .env("KUBE_FEATURE_WatchListClient", watch_list.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = succeed(
+        Command::new(program)
+            .args([
+                server.kubeconfig().to_str().unwrap(),
+                namespace,
+                &expected.to_string(),
+            ])
+            .env("KUBE_FEATURE_WatchListClient", watch_list.to_string()),
     );
     serde_json::from_str(stdout.trim()).unwrap()
 }

@@ -61,6 +61,21 @@ pub fn kubectl_binary() -> PathBuf {
         .unwrap_or_else(|| venv_binary("kubectl"))
 }
 
+/// Runs a program to its end; its standard output, once it has exited 0.
+#[track_caller]
+pub fn succeed(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{command:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// A program of the peers' virtualenv that scripts/install-peers fills.
 pub fn venv_binary(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -271,13 +271,7 @@ fn import(server: &Server, source: &Path, apply: bool) -> String {
     if apply {
         command.arg("--apply");
     }
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    succeed(&mut command)
 }
 
 #[test]

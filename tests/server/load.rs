@@ -12,27 +12,21 @@ fn every_load_scenario_runs_and_reports() {
     let server = Server::start();
     let out = tempfile::tempdir().unwrap();
     let json = out.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_catalog-load"))
-        .args(["--kubeconfig", server.kubeconfig().to_str().unwrap()])
-        .args([
-            "--seed",
-            "300",
-            "--namespaces",
-            "3",
-            "--duration",
-            "1s",
-            "--concurrency",
-            "4",
-        ])
-        .args(["--watchers", "5", "--watch-write-rate", "20"])
-        .args(["--json", json.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = succeed(
+        Command::new(env!("CARGO_BIN_EXE_catalog-load"))
+            .args(["--kubeconfig", server.kubeconfig().to_str().unwrap()])
+            .args([
+                "--seed",
+                "300",
+                "--namespaces",
+                "3",
+                "--duration",
+                "1s",
+                "--concurrency",
+                "4",
+            ])
+            .args(["--watchers", "5", "--watch-write-rate", "20"])
+            .args(["--json", json.to_str().unwrap()]),
     );
     let reports: Vec<Value> = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let scenarios: Vec<&str> = reports

@@ -13,16 +13,11 @@ fn the_python_client_pages_and_resumes_watches() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/list_and_watch.py"
     );
-    let output = Command::new(python)
-        .args([script, server.kubeconfig().to_str().unwrap(), "python"])
-        .output()
-        .expect("run the Python client");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeed(Command::new(python).args([
+        script,
+        server.kubeconfig().to_str().unwrap(),
+        "python",
+    ]));
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["pages"], 3);
     assert_eq!(summary["listed"], 25);
