@@ -50,6 +50,9 @@ pub struct VerifyOptions {
 /// The interval for entries without one (the contract's default).
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// Answers kept before the stale ones are swept.
+const SHARED_SWEEP_AT: usize = 4096;
+
 /// One registry answer, shared by the entries that asked the same question.
 type Shared = Arc<OnceCell<(Instant, Result<Inspection, Failure>)>>;
 
@@ -337,11 +340,19 @@ impl Verifier {
         let window = self.options.share_window;
         // Successes serve later askers for the window; a failure only those who asked while
         // it was in flight, so a recovered registry is seen at once.
-        shared.retain(|_, cell| {
+        let fresh = |cell: &Shared| {
             cell.get()
                 .is_none_or(|(at, result)| result.is_ok() && at.elapsed() < window)
-        });
-        shared.entry(key).or_default().clone()
+        };
+        // Stale answers of other questions are swept only once they pile up, not per check.
+        if shared.len() >= SHARED_SWEEP_AT {
+            shared.retain(|_, cell| fresh(cell));
+        }
+        let cell = shared.entry(key).or_default();
+        if !fresh(cell) {
+            *cell = Shared::default();
+        }
+        cell.clone()
     }
 
     /// Writes the status `next` computes from the current one, through `/status`; retried on
