@@ -108,14 +108,3 @@ pub fn index_values(image: &CatalogImage) -> Vec<(String, String)> {
     }
     pairs
 }
-
-/// The values of field or label `name` among an object's pairs.
-pub fn values_of<'a>(
-    pairs: &'a [(String, String)],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> {
-    pairs
-        .iter()
-        .filter(move |(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}

@@ -1,7 +1,9 @@
 //! Label selectors (the whole Kubernetes grammar) and field selectors (`=`, `==`, `!=` on the
 //! selectable fields), parsed once per request and matched against an object's index pairs.
 
-use crate::api::fields::{LABEL_PREFIX, SELECTABLE_FIELDS, normalise_selector_value, values_of};
+use catalog_storage::IndexValues;
+
+use crate::api::fields::{LABEL_PREFIX, SELECTABLE_FIELDS, normalise_selector_value};
 use crate::api::validate::{is_label_value, is_qualified_name};
 
 use super::status::ApiError;
@@ -59,13 +61,12 @@ impl Selector {
     }
 
     /// Whether an object with these index pairs is selected.
-    pub fn matches(&self, pairs: &[(String, String)]) -> bool {
+    pub fn matches(&self, pairs: &IndexValues) -> bool {
         let label = |key: &str| -> Option<&str> {
-            let name = format!("{LABEL_PREFIX}{key}");
             pairs
                 .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.as_str())
+                .find(|(n, _)| n.strip_prefix(LABEL_PREFIX) == Some(key))
+                .map(|(_, v)| v)
         };
         let labels_ok = self.labels.iter().all(|r| match r {
             LabelRequirement::Exists(k) => label(k).is_some(),
@@ -81,10 +82,9 @@ impl Selector {
         });
         labels_ok
             && self.fields.iter().all(|t| {
-                let mut values = values_of(pairs, &t.field);
-                let any = values.any(|v| v == t.value);
+                let any = pairs.contains(&t.field, &t.value);
                 // A multi-valued field with no values compares like an empty one.
-                let empty_match = t.value.is_empty() && values_of(pairs, &t.field).next().is_none();
+                let empty_match = t.value.is_empty() && pairs.values(&t.field).next().is_none();
                 (any || empty_match) == t.equal
             })
     }
@@ -262,10 +262,12 @@ fn split_word<'a>(term: &'a str, word: &str) -> Option<(&'a str, &'a str)> {
 mod tests {
     use super::*;
 
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+    fn pairs(list: &[(&str, &str)]) -> IndexValues {
+        IndexValues::new(
+            list.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use catalog_storage::{Batch, Engine, EngineKind, IndexValues, ListOptions, Op, Options, Store};
+use catalog_storage::{Batch, Engine, EngineKind, ListOptions, Op, Options, Store};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 const DISTROS: [&str; 8] = [
@@ -32,7 +32,7 @@ fn key(i: usize) -> String {
 }
 
 /// A ~2 KiB object with the index values the API layer would extract from it.
-fn object(i: usize, revision: u64) -> (IndexValues, Bytes) {
+fn object(i: usize, revision: u64) -> (Vec<(String, String)>, Bytes) {
     let distro = DISTROS[i % DISTROS.len()];
     let target = TARGETS[i % TARGETS.len()];
     let arch = ARCHES[i % 2];

@@ -28,7 +28,73 @@ pub const OBJECTS: &[u8] = b"o/";
 pub const HISTORY: &[u8] = b"h/";
 
 /// (index name, index value) pairs of one object, sorted and without duplicates.
-pub type IndexValues = Vec<(String, String)>;
+///
+/// Kept in their stored encoding (a count, then length-prefixed names and values), checked once
+/// when decoded: reading an object costs no allocation per pair, which is most of what a list
+/// of a million objects would otherwise spend.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IndexValues(Bytes);
+
+impl Default for IndexValues {
+    fn default() -> Self {
+        // A count of zero.
+        IndexValues(Bytes::from_static(&[0; 4]))
+    }
+}
+
+impl IndexValues {
+    /// Sorts and deduplicates `pairs`.
+    pub fn new(mut pairs: Vec<(String, String)>) -> Self {
+        pairs.sort();
+        pairs.dedup();
+        let mut w = Writer::default();
+        w.0.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for (name, value) in &pairs {
+            w.bytes(name.as_bytes());
+            w.bytes(value.as_bytes());
+        }
+        IndexValues(w.0.into())
+    }
+
+    /// The pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut r = Reader(&self.0);
+        let count = r.u32().expect("checked when built");
+        (0..count).map(move |_| {
+            let mut text = || {
+                std::str::from_utf8(r.bytes().expect("checked when built"))
+                    .expect("checked when built")
+            };
+            (text(), text())
+        })
+    }
+
+    /// The values of index `name`.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    pub fn contains(&self, name: &str, value: &str) -> bool {
+        self.values(name).any(|v| v == value)
+    }
+
+    /// Checks the encoded pairs at the start of `r`'s input and takes them from `whole`.
+    fn decode(r: &mut Reader, whole: &Bytes) -> Result<Self, EngineError> {
+        let start = r.0;
+        let count = r.u32()?;
+        for _ in 0..count * 2 {
+            std::str::from_utf8(r.bytes()?).map_err(|_| EngineError::corrupt("not UTF-8"))?;
+        }
+        let taken = start.len() - r.0.len();
+        Ok(IndexValues(whole.slice_ref(&start[..taken])))
+    }
+}
+
+impl std::fmt::Debug for IndexValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
 
 fn join(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -159,12 +225,7 @@ impl Writer {
         }
     }
     fn indexes(&mut self, pairs: &IndexValues) {
-        self.0
-            .extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-        for (name, value) in pairs {
-            self.bytes(name.as_bytes());
-            self.bytes(value.as_bytes());
-        }
+        self.0.extend_from_slice(&pairs.0);
     }
 }
 
@@ -196,17 +257,12 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<String, EngineError> {
         String::from_utf8(self.bytes()?.to_vec()).map_err(|_| EngineError::corrupt("not UTF-8"))
     }
-    fn optional(&mut self) -> Result<Option<Bytes>, EngineError> {
+    /// Optional bytes, taken from `whole` (which this reader reads) without copying.
+    fn optional(&mut self, whole: &Bytes) -> Result<Option<Bytes>, EngineError> {
         match self.take(1)?[0] {
             0 => Ok(None),
-            _ => Ok(Some(Bytes::copy_from_slice(self.bytes()?))),
+            _ => Ok(Some(whole.slice_ref(self.bytes()?))),
         }
-    }
-    fn indexes(&mut self) -> Result<IndexValues, EngineError> {
-        let count = self.u32()?;
-        (0..count)
-            .map(|_| Ok((self.string()?, self.string()?)))
-            .collect()
     }
 }
 
@@ -219,12 +275,14 @@ impl ObjectRecord {
         w.0
     }
 
+    /// Copies `bytes` once; the value and index pairs are views of that copy.
     pub fn decode(bytes: &[u8]) -> Result<Self, EngineError> {
-        let mut r = Reader(bytes);
+        let whole = Bytes::copy_from_slice(bytes);
+        let mut r = Reader(&whole);
         Ok(ObjectRecord {
             revision: r.u64()?,
-            indexes: r.indexes()?,
-            value: r.optional()?,
+            indexes: IndexValues::decode(&mut r, &whole)?,
+            value: r.optional(&whole)?,
         })
     }
 }
@@ -275,17 +333,19 @@ impl Change {
         w.0
     }
 
+    /// Copies `bytes` once; values and index pairs are views of that copy.
     pub fn decode(bytes: &[u8]) -> Result<Self, EngineError> {
-        let mut r = Reader(bytes);
+        let whole = Bytes::copy_from_slice(bytes);
+        let mut r = Reader(&whole);
         Ok(Change {
             revision: r.u64()?,
             committed_at_ms: r.u64()?,
             key: r.string()?,
-            value: r.optional()?,
-            indexes: r.indexes()?,
+            value: r.optional(&whole)?,
+            indexes: IndexValues::decode(&mut r, &whole)?,
             prev_revision: r.u64()?,
-            prev_value: r.optional()?,
-            prev_indexes: r.indexes()?,
+            prev_value: r.optional(&whole)?,
+            prev_indexes: IndexValues::decode(&mut r, &whole)?,
         })
     }
 }
@@ -299,9 +359,19 @@ mod tests {
         let object = ObjectRecord {
             revision: 7,
             value: Some(Bytes::from_static(b"{}")),
-            indexes: vec![("distro".into(), "cs9".into())],
+            indexes: IndexValues::new(vec![("distro".into(), "cs9".into())]),
         };
         assert_eq!(ObjectRecord::decode(&object.encode()).unwrap(), object);
+        let pairs = IndexValues::new(vec![
+            ("tag".into(), "b".into()),
+            ("distro".into(), "cs9".into()),
+            ("tag".into(), "a".into()),
+            ("tag".into(), "b".into()),
+        ]);
+        let decoded: Vec<_> = pairs.iter().collect();
+        assert_eq!(decoded, [("distro", "cs9"), ("tag", "a"), ("tag", "b")]);
+        assert_eq!(pairs.values("tag").collect::<Vec<_>>(), ["a", "b"]);
+        assert!(pairs.contains("distro", "cs9") && !pairs.contains("distro", "cs10"));
         let entry = IndexEntry {
             touched: 9,
             live: false,
@@ -312,7 +382,7 @@ mod tests {
             committed_at_ms: 1,
             key: "ns/a".into(),
             value: None,
-            indexes: vec![],
+            indexes: IndexValues::default(),
             prev_revision: 7,
             prev_value: object.value.clone(),
             prev_indexes: object.indexes.clone(),
@@ -325,7 +395,7 @@ mod tests {
         let bytes = ObjectRecord {
             revision: 1,
             value: None,
-            indexes: vec![],
+            indexes: IndexValues::default(),
         }
         .encode();
         for len in 0..bytes.len() {

@@ -26,13 +26,13 @@ pub type BuildValue = Box<dyn FnOnce(u64) -> Bytes + Send>;
 pub enum Op {
     Create {
         key: String,
-        indexes: IndexValues,
+        indexes: Vec<(String, String)>,
         value: BuildValue,
     },
     Update {
         key: String,
         expected: Option<u64>,
-        indexes: IndexValues,
+        indexes: Vec<(String, String)>,
         value: BuildValue,
     },
     Delete {
@@ -266,7 +266,7 @@ impl Group {
                 Op::Create { indexes, value, .. } | Op::Update { indexes, value, .. } => {
                     (Some(value(revision)), normalise(&key, indexes)?)
                 }
-                Op::Delete { .. } => (None, IndexValues::new()),
+                Op::Delete { .. } => (None, IndexValues::default()),
             };
             let change = Change {
                 revision,
@@ -354,15 +354,14 @@ fn stage_change(txn: &mut Batch, change: &Change) {
     txn.put(codec::history_key(change.revision), change.encode());
 }
 
-/// The pairs of `from` that are not in `to` (both sorted).
+/// The pairs of `from` that are not in `to`.
 fn removed<'a>(from: &'a IndexValues, to: &IndexValues) -> Vec<(&'a str, &'a str)> {
     from.iter()
-        .filter(|pair| to.binary_search(pair).is_err())
-        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .filter(|(name, value)| !to.contains(name, value))
         .collect()
 }
 
-fn normalise(key: &str, mut indexes: IndexValues) -> Result<IndexValues, WriteError> {
+fn normalise(key: &str, indexes: Vec<(String, String)>) -> Result<IndexValues, WriteError> {
     if let Some((name, value)) = indexes
         .iter()
         .find(|(name, value)| name.is_empty() || name.contains('\0') || value.contains('\0'))
@@ -374,7 +373,5 @@ fn normalise(key: &str, mut indexes: IndexValues) -> Result<IndexValues, WriteEr
             ),
         });
     }
-    indexes.sort();
-    indexes.dedup();
-    Ok(indexes)
+    Ok(IndexValues::new(indexes))
 }

@@ -25,13 +25,6 @@ pub struct Item {
     pub indexes: IndexValues,
 }
 
-impl Item {
-    /// Whether this item has `value` for index `name`.
-    pub fn has_index(&self, name: &str, value: &str) -> bool {
-        self.indexes.iter().any(|(n, v)| n == name && v == value)
-    }
-}
-
 /// What to list.
 #[derive(Clone, Debug, Default)]
 pub struct ListOptions<'a> {
@@ -225,7 +218,7 @@ impl Snapshot<'_> {
             return Ok(None);
         };
         let item = self.object(key, &record)?;
-        Ok(item.filter(|item| item.has_index(name, value)))
+        Ok(item.filter(|item| item.indexes.contains(name, value)))
     }
 
     fn history(&self, revision: u64) -> Result<Change, ReadError> {
