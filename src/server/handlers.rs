@@ -209,15 +209,17 @@ pub async fn list(
         };
         return Ok(encoded(StatusCode::OK, encoding, body));
     }
-    // The whole list, streamed page by page from the stored bytes: nothing is decoded.
+    // The whole list, streamed page by page from the stored bytes: nothing is decoded. Store
+    // reads block, so the pages are read on a blocking thread, running ahead of the connection
+    // by as many chunks as the channel holds.
     let first = app.registry.page(&list_query, &cursor, STREAM_PAGE)?;
     let (sender, response) = streamed(StatusCode::OK, "application/json");
     let registry = app.registry.clone();
-    tokio::spawn(async move {
+    tokio::task::spawn_blocking(move || {
         let head = format!(
             r#"{{"kind":"{LIST_KIND}","apiVersion":"{API_VERSION}","metadata":{{"resourceVersion":"{rv}"}},"items":["#
         );
-        if sender.send(Bytes::from(head)).await.is_err() {
+        if sender.blocking_send(Bytes::from(head)).is_err() {
             return;
         }
         let mut page = first;
@@ -231,7 +233,7 @@ pub async fn list(
                 first_item = false;
                 chunk.extend_from_slice(&item.value);
             }
-            if sender.send(Bytes::from(chunk)).await.is_err() {
+            if sender.blocking_send(Bytes::from(chunk)).is_err() {
                 return;
             }
             let Some(next) = page.next else { break };
@@ -245,7 +247,7 @@ pub async fn list(
                 }
             };
         }
-        let _ = sender.send(Bytes::from_static(b"]}")).await;
+        let _ = sender.blocking_send(Bytes::from_static(b"]}"));
     });
     Ok(response)
 }
