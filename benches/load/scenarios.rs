@@ -59,6 +59,31 @@ impl Client {
         Ok((code, bytes))
     }
 
+    /// The length of a GET's list body, counted as it streams in rather than held whole; an
+    /// error if the list does not end (a server ends a failed stream early).
+    async fn get_length(&self, path: &str) -> Result<u64, String> {
+        let request = http::Request::get(path)
+            .body(kube::client::Body::empty())
+            .map_err(|e| e.to_string())?;
+        let response = self.0.send(request).await.map_err(|e| e.to_string())?;
+        if response.status() != 200 {
+            return Err(format!("GET {path}: {}", response.status()));
+        }
+        let mut body = response.into_body();
+        let (mut length, mut ends_list) = (0, false);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                length += data.len() as u64;
+                ends_list = data.ends_with(b"]}");
+            }
+        }
+        match ends_list {
+            true => Ok(length),
+            false => Err(format!("GET {path}: the list ended early")),
+        }
+    }
+
     async fn get(&self, path: &str) -> Result<Bytes, String> {
         match self
             .send("GET", path, "application/json", Vec::new())
@@ -232,12 +257,21 @@ fn page_path(query: &str, token: Option<&str>) -> String {
     path
 }
 
+/// The continue token of a list page; the items are checked as JSON but not kept.
 fn continue_token(page: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(page).ok()?;
-    value["metadata"]["continue"]
-        .as_str()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
+    #[derive(serde::Deserialize)]
+    struct Page {
+        metadata: Metadata,
+        #[allow(dead_code)]
+        items: serde::de::IgnoredAny,
+    }
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        #[serde(rename = "continue")]
+        token: Option<String>,
+    }
+    let page: Page = serde_json::from_slice(page).ok()?;
+    page.metadata.token.filter(|t| !t.is_empty())
 }
 
 /// The resourceVersion of the object in a watch event line, without parsing the whole line.
@@ -444,8 +478,8 @@ pub async fn run(args: Args) -> Result<(), String> {
         let (latencies, errors, elapsed) = timed(1, duration, move |_| {
             let (c, counted) = (c.clone(), counted.clone());
             async move {
-                let body = c.get(&format!("{BASE}/catalogimages")).await?;
-                counted.fetch_add(body.len() as u64, Ordering::Relaxed);
+                let length = c.get_length(&format!("{BASE}/catalogimages")).await?;
+                counted.fetch_add(length, Ordering::Relaxed);
                 Ok(())
             }
         })
