@@ -16,6 +16,9 @@ use super::floors;
 use super::stats::{Report, report, table};
 
 const BASE: &str = "/apis/catalog.automotive.io/v1alpha1";
+/// How long the watch fan-out waits, after its last write, for every watcher to receive it;
+/// deliveries still missing then count as errors.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(30);
 const DISTROS: [&str; 6] = ["cs9", "autosd9-sig", "autosd10-sig", "cs10", "f41", "eln"];
 const TARGETS: [&str; 8] = [
     "qemu",
@@ -281,24 +284,53 @@ fn event_revision(line: &[u8]) -> Option<u64> {
     text[at..].split('"').next()?.parse().ok()
 }
 
-async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
-    let list = client.get(&format!("{BASE}/catalogimages?limit=1")).await?;
-    let revision: Value = serde_json::from_slice(&list).map_err(|e| e.to_string())?;
-    let from = revision["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or("0")
-        .to_string();
-    let received: Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Arc::default();
-    let mut watchers = Vec::new();
-    for _ in 0..args.watchers {
+/// What the watchers of the fan-out scenario share.
+#[derive(Default)]
+struct Fanout {
+    /// (revision, when received) of every event.
+    received: std::sync::Mutex<Vec<(u64, Instant)>>,
+    /// The revision of each watcher's last event.
+    last_seen: Vec<AtomicU64>,
+    /// The revision of the last write, once the writes have stopped (0 before).
+    last_write: AtomicU64,
+    /// Woken when a watcher reaches `last_write`.
+    caught_up: tokio::sync::Notify,
+    /// Watches that ended (or failed) and were started again from their last revision.
+    rewatches: AtomicU64,
+}
+
+impl Fanout {
+    fn all_caught_up(&self) -> bool {
+        let last = self.last_write.load(Ordering::Acquire);
+        self.last_seen
+            .iter()
+            .all(|seen| seen.load(Ordering::Acquire) >= last)
+    }
+}
+
+/// One watcher of the whole collection from `from`, meeting the others at `started` once its
+/// first watch has answered. Like a client-go reflector, a watch that ends is started again
+/// from the last revision it saw.
+async fn watcher(
+    client: Client,
+    fanout: Arc<Fanout>,
+    index: usize,
+    from: u64,
+    started: Arc<tokio::sync::Barrier>,
+) {
+    let mut from = from;
+    let mut started = Some(started);
+    loop {
         let request = http::Request::get(format!(
             "{BASE}/catalogimages?watch=true&resourceVersion={from}"
         ))
         .body(kube::client::Body::empty())
-        .map_err(|e| e.to_string())?;
-        let response = client.0.send(request).await.map_err(|e| e.to_string())?;
-        let received = received.clone();
-        watchers.push(tokio::spawn(async move {
+        .expect("a valid request");
+        let response = client.0.send(request).await;
+        if let Some(started) = started.take() {
+            started.wait().await;
+        }
+        if let Ok(response) = response {
             let mut body = response.into_body();
             let mut buffer = Vec::new();
             while let Some(Ok(frame)) = body.frame().await {
@@ -308,19 +340,57 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
                 buffer.extend_from_slice(&data);
                 while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buffer.drain(..=end).collect();
-                    if let Some(revision) = event_revision(&line) {
-                        received.lock().unwrap().push((revision, Instant::now()));
+                    let Some(revision) = event_revision(&line) else {
+                        continue;
+                    };
+                    fanout
+                        .received
+                        .lock()
+                        .unwrap()
+                        .push((revision, Instant::now()));
+                    from = revision;
+                    fanout.last_seen[index].store(revision, Ordering::Release);
+                    let last = fanout.last_write.load(Ordering::Acquire);
+                    if last != 0 && revision >= last {
+                        fanout.caught_up.notify_one();
                     }
                 }
             }
-        }));
+        }
+        fanout.rewatches.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// W watchers on the whole collection while one client patches at a rate; every delivery's
+/// latency from its write request, waiting (up to a deadline) until every watcher has the last
+/// write, so that a slow delivery counts as slow rather than as missing.
+async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
+    let list = client.get(&format!("{BASE}/catalogimages?limit=1")).await?;
+    let revision: Value = serde_json::from_slice(&list).map_err(|e| e.to_string())?;
+    let from: u64 = revision["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .ok_or("the list has no resourceVersion")?;
+    let fanout = Arc::new(Fanout {
+        last_seen: (0..args.watchers).map(|_| AtomicU64::new(from)).collect(),
+        ..Fanout::default()
+    });
+    let all_started = Arc::new(tokio::sync::Barrier::new(args.watchers + 1));
+    let watchers: Vec<_> = (0..args.watchers)
+        .map(|i| {
+            let (c, f, s) = (client.clone(), fanout.clone(), all_started.clone());
+            tokio::spawn(watcher(c, f, i, from, s))
+        })
+        .collect();
+    all_started.wait().await;
     // Writes at the rate asked; each remembers when it was sent, by the revision it made.
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     let interval = Duration::from_secs_f64(1.0 / args.watch_write_rate.max(1) as f64);
     let started = Instant::now();
     let mut ticks = tokio::time::interval(interval);
     let mut i = 0usize;
+    // A new tag every write of every run: a patch that changes nothing makes no event.
+    let run: u32 = rand::random();
     while started.elapsed() < args.duration {
         ticks.tick().await;
         let n = i % args.seed.max(1);
@@ -330,7 +400,7 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
             namespace_of(n, args.namespaces),
             name_of(n)
         );
-        let patch = json!({"spec": {"tags": ["latest", format!("watch-{i}")]}})
+        let patch = json!({"spec": {"tags": ["latest", format!("watch-{run:08x}-{i}")]}})
             .to_string()
             .into_bytes();
         let at = Instant::now();
@@ -347,13 +417,23 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
             }
         }
     }
-    // Let the last events arrive: a short grace, then the watchers are stopped.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writing = started.elapsed();
+    let last = sent.keys().max().copied().unwrap_or(from);
+    fanout.last_write.store(last, Ordering::Release);
+    let deadline = tokio::time::Instant::now() + DELIVERY_DEADLINE;
+    while !fanout.all_caught_up() {
+        if tokio::time::timeout_at(deadline, fanout.caught_up.notified())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
     let elapsed = started.elapsed();
     for watcher in &watchers {
         watcher.abort();
     }
-    let received = received.lock().unwrap().clone();
+    let received = fanout.received.lock().unwrap().clone();
     let latencies: Vec<Duration> = received
         .iter()
         .filter_map(|(revision, at)| {
@@ -362,14 +442,25 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
         })
         .collect();
     let expected = sent.len() as u64 * args.watchers as u64;
+    let delivered = latencies.len() as u64;
     let mut report = report(
         "watch-fanout",
         latencies,
-        expected.saturating_sub(received.len() as u64),
+        expected.saturating_sub(delivered),
         elapsed,
     );
     report.notes.push(("watchers".into(), args.watchers as f64));
     report.notes.push(("writes".into(), sent.len() as f64));
+    report
+        .notes
+        .push(("writes/s".into(), sent.len() as f64 / writing.as_secs_f64()));
+    report
+        .notes
+        .push(("drain_s".into(), (elapsed - writing).as_secs_f64()));
+    report.notes.push((
+        "rewatches".into(),
+        fanout.rewatches.load(Ordering::Relaxed) as f64,
+    ));
     Ok(report)
 }
 
@@ -392,6 +483,9 @@ pub async fn run(args: Args) -> Result<(), String> {
         args.concurrency,
     );
     let mut reports = Vec::new();
+    // New names and tags every run, so that each create and each update really writes (an
+    // update that changes nothing is answered without a write).
+    let run: u32 = rand::random();
 
     if wanted(&args, "get") {
         let c = client.clone();
@@ -494,8 +588,6 @@ pub async fn run(args: Args) -> Result<(), String> {
     }
     let created = Arc::new(AtomicU64::new(0));
     if wanted(&args, "create") {
-        // New names every run, so that each create really writes.
-        let run: u32 = rand::random();
         let (c, created_in) = (client.clone(), created.clone());
         let (latencies, errors, elapsed) = timed(concurrency, duration, move |_| {
             let (c, created) = (c.clone(), created_in.clone());
@@ -552,9 +644,10 @@ pub async fn run(args: Args) -> Result<(), String> {
                             .await
                             .map(drop),
                         _ => {
-                            let patch = json!({"spec": {"tags": ["latest", format!("u{i}")]}})
-                                .to_string()
-                                .into_bytes();
+                            let patch =
+                                json!({"spec": {"tags": ["latest", format!("u{run:08x}-{i}")]}})
+                                    .to_string()
+                                    .into_bytes();
                             match c
                                 .send("PATCH", &path, "application/merge-patch+json", patch)
                                 .await?
