@@ -4,6 +4,7 @@
 
 mod redb;
 mod sled;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;

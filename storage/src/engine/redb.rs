@@ -1,16 +1,26 @@
-//! The engine on redb: one table of byte keys, every commit with immediate durability.
+//! The engine on redb: one table of byte keys. A commit is durable once its batch is in the
+//! write-ahead log (`wal.rs`); the B-tree takes it without durability and is made durable at
+//! checkpoints.
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Mutex;
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition};
 
+use super::wal::Wal;
 use super::{Batch, Engine, EngineError, View};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("catalog");
 
+/// The log size at which the B-tree is made durable and the log emptied: it bounds what an
+/// open after a crash applies again, and lets the groups in between share each page write.
+const CHECKPOINT_BYTES: u64 = 32 << 20;
+
 pub struct RedbEngine {
     db: Database,
+    /// Locked only by commits, which the store makes from one thread.
+    wal: Mutex<Wal>,
 }
 
 fn fail(e: impl Into<redb::Error>) -> EngineError {
@@ -27,7 +37,61 @@ impl RedbEngine {
         let txn = db.begin_write().map_err(fail)?;
         txn.open_table(TABLE).map_err(fail)?;
         txn.commit().map_err(fail)?;
-        Ok(RedbEngine { db })
+        let (wal, batches) = Wal::open(&path.with_extension("wal"))?;
+        let engine = RedbEngine {
+            db,
+            wal: Mutex::new(wal),
+        };
+        if !batches.is_empty() {
+            // What the B-tree lost in a crash: each batch holds final values, so applying
+            // again what it kept changes nothing.
+            let records = batches.len();
+            let mut lost = Batch::default();
+            for batch in batches {
+                lost.absorb(batch);
+            }
+            engine.apply(&lost, Durability::None)?;
+            engine.checkpoint(&mut engine.wal.lock().expect("not poisoned"))?;
+            tracing::info!(records, "write-ahead log applied");
+        }
+        Ok(engine)
+    }
+
+    fn apply(&self, batch: &Batch, durability: Durability) -> Result<(), EngineError> {
+        let mut txn = self.db.begin_write().map_err(fail)?;
+        txn.set_durability(durability).map_err(fail)?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(fail)?;
+            for (key, value) in batch.writes() {
+                match value {
+                    Some(v) => {
+                        table.insert(key, v).map_err(fail)?;
+                    }
+                    None => {
+                        table.remove(key).map_err(fail)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(fail)
+    }
+
+    /// Makes every commit so far durable in the B-tree, then empties the log.
+    fn checkpoint(&self, wal: &mut Wal) -> Result<(), EngineError> {
+        self.apply(&Batch::default(), Durability::Immediate)?;
+        wal.clear()
+    }
+}
+
+impl Drop for RedbEngine {
+    /// A clean close leaves an empty log, so the next open has nothing to apply.
+    fn drop(&mut self) {
+        let mut wal = self.wal.lock().expect("not poisoned");
+        if wal.len() > 0 {
+            if let Err(e) = self.checkpoint(&mut wal) {
+                tracing::warn!(error = %e, "checkpoint at close failed; the log is applied at the next open");
+            }
+        }
     }
 }
 
@@ -62,21 +126,22 @@ impl Engine for RedbEngine {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), EngineError> {
-        let txn = self.db.begin_write().map_err(fail)?;
-        {
-            let mut table = txn.open_table(TABLE).map_err(fail)?;
-            for (key, value) in batch.writes() {
-                match value {
-                    Some(v) => {
-                        table.insert(key, v).map_err(fail)?;
-                    }
-                    None => {
-                        table.remove(key).map_err(fail)?;
-                    }
-                }
+        let mut wal = self.wal.lock().expect("not poisoned");
+        let before = wal.len();
+        wal.append(batch)?;
+        if let Err(e) = self.apply(batch, Durability::None) {
+            // The batch is reported failed, so it must not come back at the next open.
+            if let Err(undo) = wal.truncate(before) {
+                tracing::error!(error = %undo, "a failed batch could not be taken out of the write-ahead log");
+            }
+            return Err(e);
+        }
+        if wal.len() >= CHECKPOINT_BYTES {
+            if let Err(e) = self.checkpoint(&mut wal) {
+                // Nothing is lost: the log still holds it all, and the next commit tries again.
+                tracing::warn!(error = %e, "checkpoint failed");
             }
         }
-        // The default durability is Immediate: commit returns after fsync.
-        txn.commit().map_err(fail)
+        Ok(())
     }
 }
