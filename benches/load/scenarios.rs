@@ -16,6 +16,8 @@ use super::floors;
 use super::stats::{Report, report, table};
 
 const BASE: &str = "/apis/catalog.automotive.io/v1alpha1";
+/// What kubectl 1.3x sends for `kubectl get`.
+const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 /// How long the watch fan-out waits, after its last write, for every watcher to receive it;
 /// deliveries still missing then count as errors.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(30);
@@ -84,6 +86,34 @@ impl Client {
         match ends_list {
             true => Ok(length),
             false => Err(format!("GET {path}: the list ended early")),
+        }
+    }
+
+    /// A page as `kubectl get` asks for it: a Table, rows with their object's metadata.
+    async fn get_table(&self, path: &str) -> Result<(), String> {
+        let request = http::Request::get(format!("{path}&includeObject=Metadata"))
+            .header("Accept", TABLE_ACCEPT)
+            .body(kube::client::Body::empty())
+            .map_err(|e| e.to_string())?;
+        let response = self.0.send(request).await.map_err(|e| e.to_string())?;
+        let code = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        #[derive(serde::Deserialize)]
+        struct Table {
+            kind: String,
+            rows: Vec<serde::de::IgnoredAny>,
+        }
+        match serde_json::from_slice::<Table>(&body) {
+            Ok(table) if code == 200 && table.kind == "Table" && !table.rows.is_empty() => Ok(()),
+            _ => Err(format!(
+                "GET {path} as a Table: {code} {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )),
         }
     }
 
@@ -563,6 +593,15 @@ pub async fn run(args: Args) -> Result<(), String> {
         })
         .await;
         reports.push(report(scenario, latencies, errors, elapsed));
+    }
+    if wanted(&args, "list-table") {
+        let c = client.clone();
+        let (latencies, errors, elapsed) = timed(concurrency, duration, move |_| {
+            let c = c.clone();
+            async move { c.get_table(&page_path("", None)).await }
+        })
+        .await;
+        reports.push(report("list-table", latencies, errors, elapsed));
     }
     let mut full_list_rate = 0.0;
     if wanted(&args, "list-full") {

@@ -40,6 +40,7 @@ fn every_load_scenario_runs_and_reports() {
             "list-page",
             "list-indexed",
             "list-label",
+            "list-table",
             "list-full",
             "watch-fanout",
             "create",
