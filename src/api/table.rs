@@ -2,10 +2,11 @@
 //! `-o wide` (priority 1) TARGETS, FORMAT, DIGEST. Cells are computed by the server, AGE as
 //! kube-apiserver's HumanDuration.
 
-use jiff::Timestamp;
-use serde_json::{Value, json};
+use std::borrow::Cow;
 
-use super::types::CatalogImage;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 /// The `columnDefinitions` of every Table we serve.
 pub fn column_definitions() -> Value {
@@ -66,51 +67,117 @@ pub fn column_definitions() -> Value {
 }
 
 /// The cells of one row, in column order.
-pub fn cells(image: &CatalogImage, now: Timestamp) -> Vec<Value> {
-    let md = image.spec.metadata.as_ref();
-    let text = |v: Option<&str>| Value::String(v.unwrap_or("").to_string());
-    let status = image.status.as_ref();
-    let phase = status
-        .and_then(|s| s.phase)
-        .map_or("Pending", |p| p.as_str());
-    let age = image
+/// What a row shows of an object, read from its stored JSON without building the object:
+/// a page of 500 rows is what `kubectl get` asks for, page after page.
+#[derive(Deserialize)]
+pub struct RowFields<'a> {
+    #[serde(borrow)]
+    metadata: RowMetadata<'a>,
+    #[serde(borrow)]
+    spec: RowSpec<'a>,
+    #[serde(borrow, default)]
+    status: Option<RowStatus<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RowMetadata<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    creation_timestamp: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RowSpec<'a> {
+    #[serde(borrow)]
+    registry_url: Cow<'a, str>,
+    #[serde(borrow, default)]
+    digest: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    metadata: Option<RowImage<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RowImage<'a> {
+    #[serde(borrow, default)]
+    architecture: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    distro: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    export_format: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    targets: Vec<RowTarget<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RowTarget<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default)]
+    verified: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RowStatus<'a> {
+    #[serde(borrow, default)]
+    phase: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    registry_metadata: Option<RowRegistry<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RowRegistry<'a> {
+    #[serde(borrow, default)]
+    resolved_digest: Option<Cow<'a, str>>,
+}
+
+/// The cells of one row, in the order of [`column_definitions`].
+pub fn cells(row: &RowFields, now: Timestamp) -> [String; 9] {
+    let text = |v: &Option<Cow<str>>| v.as_deref().unwrap_or("").to_string();
+    let image = row.spec.metadata.as_ref();
+    let status = row.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let age = match row
         .metadata
         .creation_timestamp
-        .as_ref()
-        .map_or("<unknown>".to_string(), |created| {
-            human_duration(now.duration_since(created.0))
-        });
-    let targets = md.map_or(String::new(), |m| {
+        .as_deref()
+        .map(str::parse::<Timestamp>)
+    {
+        Some(Ok(created)) => human_duration(now.duration_since(created)),
+        _ => "<unknown>".to_string(),
+    };
+    let targets = image.map_or(String::new(), |m| {
         m.targets
             .iter()
-            .map(|t| {
-                if t.verified {
-                    format!("{}*", t.name)
-                } else {
-                    t.name.clone()
-                }
+            .map(|t| match t.verified {
+                true => format!("{}*", t.name),
+                false => t.name.to_string(),
             })
             .collect::<Vec<_>>()
             .join(",")
     });
     let digest = status
         .and_then(|s| s.registry_metadata.as_ref())
-        .and_then(|r| r.resolved_digest.as_deref())
-        .or(image.spec.digest.as_deref());
-    vec![
-        text(image.metadata.name.as_deref()),
-        Value::String(image.spec.registry_url.clone()),
-        text(md.and_then(|m| m.architecture.as_deref())),
-        text(md.and_then(|m| m.distro.as_deref())),
-        Value::String(phase.to_string()),
-        Value::String(age),
-        Value::String(targets),
-        text(md.and_then(|m| m.export_format.as_deref())),
-        text(digest),
+        .and_then(|r| r.resolved_digest.as_ref())
+        .or(row.spec.digest.as_ref());
+    [
+        text(&row.metadata.name),
+        row.spec.registry_url.to_string(),
+        image.map_or(String::new(), |m| text(&m.architecture)),
+        image.map_or(String::new(), |m| text(&m.distro)),
+        phase.to_string(),
+        age,
+        targets,
+        image.map_or(String::new(), |m| text(&m.export_format)),
+        digest.map_or(String::new(), |d| d.to_string()),
     ]
 }
 
-/// kube-apiserver's `duration.HumanDuration`: two significant units at most.
 pub fn human_duration(elapsed: jiff::SignedDuration) -> String {
     let seconds = elapsed.as_secs();
     if seconds < -1 {

@@ -137,7 +137,7 @@ pub fn get(
     Ok(
         match render::object(format, &item.value, &item.revision.to_string(), true)? {
             None => encoded(StatusCode::OK, encoding, item.value),
-            Some(rendered) => encoded(StatusCode::OK, encoding, rendered.to_string()),
+            Some(rendered) => encoded(StatusCode::OK, encoding, rendered),
         },
     )
 }
@@ -185,7 +185,7 @@ pub async fn list(
         let objects: Vec<Bytes> = page.items.into_iter().map(|i| i.value).collect();
         return Ok(
             match render::list(format, &objects, &rv, token.as_deref())? {
-                Some(rendered) => encoded(StatusCode::OK, encoding, rendered.to_string()),
+                Some(rendered) => encoded(StatusCode::OK, encoding, rendered),
                 None => encoded(
                     StatusCode::OK,
                     encoding,
@@ -204,7 +204,7 @@ pub async fn list(
             at = page.next;
         }
         let body = match render::list(format, &objects, &rv, None)? {
-            Some(rendered) => Bytes::from(rendered.to_string()),
+            Some(rendered) => rendered,
             None => list_body(&objects, &rv, None),
         };
         return Ok(encoded(StatusCode::OK, encoding, body));

@@ -41,24 +41,20 @@ struct Encoder {
 
 impl Encoder {
     fn event(&mut self, kind: &str, object: &Bytes, revision: u64) -> Result<Bytes, String> {
-        let mut line = match self.format {
-            Output::Json => {
-                let mut line = format!(r#"{{"type":"{kind}","object":"#).into_bytes();
-                line.extend_from_slice(object);
-                line.push(b'}');
-                line
-            }
+        let rendered = match self.format {
+            Output::Json => None,
             format => {
                 let rendered =
                     render::object(format, object, &revision.to_string(), !self.columns_sent)
                         .map_err(|e| e.message)?;
                 self.columns_sent = true;
-                json!({"type": kind, "object": rendered})
-                    .to_string()
-                    .into_bytes()
+                rendered
             }
         };
-        line.push(b'\n');
+        let object = rendered.as_ref().unwrap_or(object);
+        let mut line = format!(r#"{{"type":"{kind}","object":"#).into_bytes();
+        line.extend_from_slice(object);
+        line.extend_from_slice(b"}\n");
         Ok(Bytes::from(line))
     }
 }

@@ -281,6 +281,19 @@ fn tables_and_discovery() {
         assert_eq!(columns, ["Name", "Registry", "Architecture", "Distro", "Phase", "Age", "Targets", "Format", "Digest"]);
         assert_eq!(table["rows"][0]["cells"][0], "a");
         assert_eq!(table["rows"][0]["object"]["kind"], "CatalogImage");
+        // As kubectl get asks: rows carry their object's metadata (the default), cells in column order.
+        let request = http::Request::builder().uri(format!("{BASE}/namespaces/t/catalogimages?limit=10")).header("Accept", accept).body(Vec::new()).unwrap();
+        let (_, _, body) = http.send(request).await;
+        let table: Value = serde_json::from_slice(&body).unwrap();
+        let row = &table["rows"][0];
+        assert_eq!(row["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(row["object"]["metadata"]["name"], "a");
+        assert!(row["object"].get("spec").is_none(), "metadata only");
+        let cells: Vec<&str> = row["cells"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        assert_eq!(cells[..5], ["a", "quay.io/automotive/cs9:a", "x86_64", "cs9", "Pending"]);
+        assert!(cells[5].ends_with('s'), "age in seconds: {}", cells[5]);
+        assert_eq!(cells[6..], ["", "", ""]);
+        assert!(table["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()));
 
         let (_, resources) = http.request("GET", BASE, "", "").await;
         assert_eq!(resources["kind"], "APIResourceList");
