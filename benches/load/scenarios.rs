@@ -51,8 +51,16 @@ impl Client {
             .method(method)
             .uri(path)
             .header("Content-Type", content_type)
-            .body(kube::client::Body::from(body))
-            .map_err(|e| e.to_string())?;
+            .body(kube::client::Body::from(body));
+        self.exchange(request).await
+    }
+
+    /// Sends `request` and reads the whole response.
+    async fn exchange(
+        &self,
+        request: http::Result<http::Request<kube::client::Body>>,
+    ) -> Result<(u16, Bytes), String> {
+        let request = request.map_err(|e| e.to_string())?;
         let response = self.0.send(request).await.map_err(|e| e.to_string())?;
         let code = response.status().as_u16();
         let bytes = response
@@ -93,16 +101,8 @@ impl Client {
     async fn get_table(&self, path: &str) -> Result<(), String> {
         let request = http::Request::get(format!("{path}&includeObject=Metadata"))
             .header("Accept", TABLE_ACCEPT)
-            .body(kube::client::Body::empty())
-            .map_err(|e| e.to_string())?;
-        let response = self.0.send(request).await.map_err(|e| e.to_string())?;
-        let code = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+            .body(kube::client::Body::empty());
+        let (code, body) = self.exchange(request).await?;
         #[derive(serde::Deserialize)]
         struct Table {
             kind: String,
