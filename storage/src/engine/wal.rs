@@ -21,6 +21,8 @@ use super::{Batch, EngineError};
 pub(super) struct Wal {
     file: File,
     len: u64,
+    /// Records appended since the log was last emptied.
+    records: usize,
 }
 
 fn io(e: std::io::Error) -> EngineError {
@@ -66,6 +68,7 @@ impl Wal {
             Wal {
                 file,
                 len: at as u64,
+                records: batches.len(),
             },
             batches,
         ))
@@ -95,24 +98,37 @@ impl Wal {
             return Err(io(e));
         }
         self.len += record.len() as u64;
+        self.records += 1;
         Ok(())
     }
 
     /// Takes back the last append, whose batch the engine then failed to apply.
-    pub fn truncate(&mut self, len: u64) -> Result<(), EngineError> {
+    pub fn take_back(&mut self, len: u64) -> Result<(), EngineError> {
+        self.truncate(len)?;
+        self.records -= 1;
+        Ok(())
+    }
+
+    /// Empties the log, once everything in it is durable elsewhere.
+    pub fn clear(&mut self) -> Result<(), EngineError> {
+        self.truncate(0)?;
+        self.records = 0;
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> Result<(), EngineError> {
         self.file.set_len(len).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.len = len;
         Ok(())
     }
 
-    /// Empties the log, once everything in it is durable elsewhere.
-    pub fn clear(&mut self) -> Result<(), EngineError> {
-        self.truncate(0)
-    }
-
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    pub fn records(&self) -> usize {
+        self.records
     }
 }
 
