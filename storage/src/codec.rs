@@ -82,7 +82,7 @@ impl IndexValues {
     fn decode(r: &mut Reader, whole: &Bytes) -> Result<Self, EngineError> {
         let start = r.0;
         let count = r.u32()?;
-        for _ in 0..count * 2 {
+        for _ in 0..u64::from(count) * 2 {
             std::str::from_utf8(r.bytes()?).map_err(|_| EngineError::corrupt("not UTF-8"))?;
         }
         let taken = start.len() - r.0.len();
