@@ -413,11 +413,12 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
         })
         .collect();
     all_started.wait().await;
-    // Writes at the rate asked; each remembers when it was sent, by the revision it made.
-    let mut sent: HashMap<u64, Instant> = HashMap::new();
+    // Writes at the rate asked, each on its own task so that a slow answer does not slow the
+    // rate; each remembers when it was sent, by the revision it made.
     let interval = Duration::from_secs_f64(1.0 / args.watch_write_rate.max(1) as f64);
     let started = Instant::now();
     let mut ticks = tokio::time::interval(interval);
+    let mut writes = tokio::task::JoinSet::new();
     let mut i = 0usize;
     // A new tag every write of every run: a patch that changes nothing makes no event.
     let run: u32 = rand::random();
@@ -433,19 +434,27 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
         let patch = json!({"spec": {"tags": ["latest", format!("watch-{run:08x}-{i}")]}})
             .to_string()
             .into_bytes();
-        let at = Instant::now();
-        let (code, body) = client
-            .send("PATCH", &path, "application/merge-patch+json", patch)
-            .await?;
-        if code == 200 {
-            let object: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-            if let Some(revision) = object["metadata"]["resourceVersion"]
-                .as_str()
-                .and_then(|r| r.parse().ok())
-            {
-                sent.insert(revision, at);
+        let client = client.clone();
+        writes.spawn(async move {
+            let at = Instant::now();
+            let (code, body) = client
+                .send("PATCH", &path, "application/merge-patch+json", patch)
+                .await?;
+            if code != 200 {
+                return Err(format!("PATCH {path}: {code}"));
             }
-        }
+            let object: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|r| r.parse::<u64>().ok())
+                .map(|revision| (revision, at))
+                .ok_or_else(|| format!("PATCH {path}: no resourceVersion"))
+        });
+    }
+    let mut sent: HashMap<u64, Instant> = HashMap::new();
+    while let Some(write) = writes.join_next().await {
+        let (revision, at) = write.map_err(|e| e.to_string())??;
+        sent.insert(revision, at);
     }
     let writing = started.elapsed();
     let last = sent.keys().max().copied().unwrap_or(from);
