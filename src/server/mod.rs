@@ -31,7 +31,7 @@ use tokio::sync::watch as signal;
 use tokio_rustls::TlsAcceptor;
 
 use self::query::Query;
-use self::request::{Target, attributes, target, verb};
+use self::request::{Target, attributes, target};
 use self::response::{Body, error};
 use self::status::ApiError;
 use crate::api::openapi;
@@ -156,7 +156,7 @@ impl App {
         request: Request<Incoming>,
         peer: Peer,
         about: About<'_>,
-        watch: Result<bool, ApiError>,
+        watch_flag: Result<bool, ApiError>,
     ) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = request.into_parts();
         let (target, query) = (about.target, about.query);
@@ -167,7 +167,8 @@ impl App {
             .auth
             .authenticate(&peer.chain, &peer.verdicts, &parts.headers)
             .await?;
-        let watch = watch?;
+        // A malformed `watch` is a 400, but only to an authenticated client.
+        watch_flag?;
         self.auth
             .authorize(&identity, about.attributes, about.name)
             .await?;
@@ -188,7 +189,7 @@ impl App {
             (&Method::GET, Target::OpenApiV3Root) => Ok(handlers::openapi_v3_root(self)),
             (&Method::GET, Target::OpenApiV3) => Ok(handlers::openapi_v3(self, headers)),
             (_, Target::Unknown) => Err(ApiError::path_not_found()),
-            (_, Target::Collection { namespace }) => match verb(&parts.method, target, watch) {
+            (_, Target::Collection { namespace }) => match about.attributes.verb() {
                 "watch" => {
                     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
                     handlers::watch(self, headers, query, namespace.clone(), on_upgrade)
@@ -210,7 +211,7 @@ impl App {
                     name,
                     status,
                 },
-            ) => match (verb(&parts.method, target, false), status) {
+            ) => match (about.attributes.verb(), status) {
                 ("get", _) => handlers::get(self, headers, query, namespace, name),
                 ("update", _) => {
                     handlers::update(

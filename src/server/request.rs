@@ -64,7 +64,7 @@ pub fn target(path: &str) -> Target {
 }
 
 /// The Kubernetes verb of a request on a collection or object, as authorization would see it.
-pub fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
+fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
     match (method, target) {
         (&Method::GET, Target::Collection { .. }) if watch => "watch",
         (&Method::GET, Target::Collection { .. }) => "list",
