@@ -66,7 +66,6 @@ pub fn column_definitions() -> Value {
     ])
 }
 
-/// The cells of one row, in column order.
 /// What a row shows of an object, read from its stored JSON without building the object:
 /// a page of 500 rows is what `kubectl get` asks for, page after page.
 #[derive(Deserialize)]
