@@ -183,6 +183,22 @@ struct Serving {
     /// The store's page cache, in MiB.
     #[arg(long, default_value_t = 256)]
     store_cache_mib: usize,
+    /// Open connections at most; at the cap the longest-idle one is closed to make room
+    /// (default: the descriptor limit less an eighth).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// How long an HTTP/1 request head may take to arrive (kube-apiserver's ReadHeaderTimeout).
+    #[arg(long, default_value = "32s", value_parser = parse_duration)]
+    request_header_timeout: Duration,
+    /// How long a request body may take to arrive (kube-apiserver's request timeout).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    request_body_timeout: Duration,
+    /// How long a connection with no request in flight is kept (kube-apiserver's IdleTimeout).
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    idle_connection_timeout: Duration,
+    /// Testing only: a request for this path panics.
+    #[arg(long, hide = true)]
+    fault_panic_path: Option<String>,
     #[command(flatten)]
     verification: Verification,
 }
@@ -293,6 +309,18 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A panic is one line in the log (where, and what); the request it happened in is
+    // answered with a 500 and the server goes on.
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        tracing::error!(%location, "panicked: {message}");
+    }));
     let cli = Cli::parse();
     // One TLS provider for every client and server in the process (oci-client's reqwest
     // brings none of its own).
@@ -461,7 +489,10 @@ async fn serve(args: Serve) -> Result<(), String> {
         retry: args.lease_retry,
     };
     let (leader, leading) = watch::channel(false);
-    tokio::spawn(verify::lease::hold(client.clone(), lease, leader));
+    // The Lease only picks who verifies: with verification off there is nothing to hold.
+    if args.serving.verification.verify {
+        tokio::spawn(verify::lease::hold(client.clone(), lease, leader));
+    }
     run(
         listener,
         tls,
@@ -492,9 +523,21 @@ async fn run(
     let store = Store::open(store_dir, options)
         .map_err(|e| format!("opening the store in {}: {e}", store_dir.display()))?;
     let (stop, stopped) = watch::channel(false);
+    let descriptors = server::connections::raise_descriptor_limit();
+    let max_connections = serving
+        .max_connections
+        .unwrap_or_else(|| server::connections::default_max_connections(descriptors));
+    tracing::info!(descriptors, max_connections, "connection limits");
     let config = server::Config {
         bookmark_interval: serving.watch_bookmark_interval,
-        max_body_bytes: 3 << 20,
+        max_body_bytes: registry::MAX_OBJECT_BYTES,
+        body_read_timeout: serving.request_body_timeout,
+        connections: server::ConnectionLimits {
+            max_connections,
+            header_read_timeout: serving.request_header_timeout,
+            idle_timeout: serving.idle_connection_timeout,
+        },
+        panic_path: serving.fault_panic_path,
     };
     let registry = registry::Registry::new(store);
     let metrics = Arc::new(observe::Metrics::new(store_dir));

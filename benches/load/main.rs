@@ -9,6 +9,7 @@
 mod floors;
 mod scenarios;
 mod stats;
+mod whole;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,10 @@ pub struct Args {
     /// Writes per second during watch-fanout.
     #[arg(long, default_value_t = 100)]
     watch_write_rate: u64,
+    /// Concurrent whole-collection readers in whole-readers (unpaged LISTs, Tables and
+    /// WatchLists in turn, every other three of them slow).
+    #[arg(long, default_value_t = 6)]
+    whole_readers: usize,
     /// Scenarios to run (comma-separated); default all.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,

@@ -14,10 +14,11 @@ use serde_json::{Value, json};
 use super::Args;
 use super::floors;
 use super::stats::{Report, report, table};
+use super::whole;
 
-const BASE: &str = "/apis/catalog.automotive.io/v1alpha1";
+pub const BASE: &str = "/apis/catalog.automotive.io/v1alpha1";
 /// What kubectl 1.3x sends for `kubectl get`.
-const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+pub const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 /// How long the watch fan-out waits, after its last write, for every watcher to receive it;
 /// deliveries still missing then count as errors.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(30);
@@ -37,7 +38,7 @@ const FORMATS: [&str; 4] = ["qcow2", "raw", "container", "simg"];
 const TIERS: [&str; 3] = ["gold", "silver", "bronze"];
 
 #[derive(Clone)]
-struct Client(kube::Client);
+pub struct Client(pub kube::Client);
 
 impl Client {
     async fn send(
@@ -117,7 +118,7 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Bytes, String> {
+    pub async fn get(&self, path: &str) -> Result<Bytes, String> {
         match self
             .send("GET", path, "application/json", Vec::new())
             .await?
@@ -630,6 +631,9 @@ pub async fn run(args: Args) -> Result<(), String> {
         let mut r = report("list-full", latencies, errors, elapsed);
         r.notes.push(("MB/s".into(), full_list_rate));
         reports.push(r);
+    }
+    if wanted(&args, "whole-readers") {
+        reports.push(whole::whole_readers(&client, args.whole_readers).await?);
     }
     if wanted(&args, "watch-fanout") {
         reports.push(watch_fanout(&client, &args).await?);

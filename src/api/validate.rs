@@ -66,6 +66,23 @@ pub fn validate(image: &CatalogImage) -> Vec<Cause> {
             DNS_SUBDOMAIN,
         ),
     }
+    // The namespace comes from the request path: kube-apiserver's ValidateObjectMeta checks
+    // it as a DNS-1123 label.
+    match meta.namespace.as_deref() {
+        Some(namespace) if namespace.len() > 63 => causes.push(Cause::invalid(
+            "metadata.namespace",
+            namespace,
+            "must be no more than 63 characters",
+        )),
+        Some(namespace) => check(
+            &mut causes,
+            "metadata.namespace",
+            namespace,
+            is_dns_label,
+            DNS_LABEL,
+        ),
+        None => {}
+    }
     for (key, value) in meta.labels.iter().flatten() {
         check(
             &mut causes,

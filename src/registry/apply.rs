@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::decode::{FieldValidation, decode_object};
+use super::limits::{check_object_size, parse_yaml};
 use super::managed::{self, Conflict, Managers, Writer};
 use super::write::{WriteOptions, Written, patch_names_revision, without_managed_fields};
 use super::{Registry, decode_stored, key, now, read_error};
@@ -65,6 +66,7 @@ impl Registry {
             let (merged, managers) =
                 managed::apply(managers, &live, &config, &writer, options.force, &now())
                     .map_err(|conflicts| conflict_error(&conflicts))?;
+            check_object_size(&merged)?;
             let (mut image, _) = decode_object(&merged, FieldValidation::Ignore)?;
             image.metadata.managed_fields = managers.encode();
             let result = match &current {
@@ -99,8 +101,7 @@ impl Registry {
 /// Parses and checks an apply configuration: a YAML (or JSON) object of our kind, for the
 /// object the URL names, without managedFields.
 fn apply_configuration(body: &[u8], namespace: &str, name: &str) -> Result<Value, ApiError> {
-    let mut config: Value = serde_saphyr::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let mut config = parse_yaml(body)?;
     if !config.is_object() {
         return Err(ApiError::bad_request(
             "the apply configuration must be an object",

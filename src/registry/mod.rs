@@ -7,6 +7,7 @@ mod apply;
 mod decode;
 mod delete;
 mod fieldset;
+mod limits;
 mod list;
 mod managed;
 mod watch;
@@ -23,6 +24,7 @@ use crate::server::status::ApiError;
 pub use apply::ApplyOptions;
 pub use decode::FieldValidation;
 pub use delete::DeleteOptions;
+pub use limits::{MAX_OBJECT_BYTES, parse_yaml};
 pub use list::{ListQuery, RevisionMatch};
 pub use watch::{WatchEvent, WatchStream};
 pub use write::{PatchKind, SecretAccess, WriteOptions, Written};
@@ -66,9 +68,9 @@ fn read_error(e: ReadError) -> ApiError {
         } => ApiError::gone(format!(
             "The resourceVersion {requested} for the provided list is too old (oldest available: {compacted})."
         )),
-        ReadError::Future { requested, current } => ApiError::timeout(format!(
-            "Too large resource version: {requested}, current: {current}"
-        )),
+        ReadError::Future { requested, current } => {
+            ApiError::too_large_resource_version(requested, current)
+        }
         ReadError::Storage(e) => e.into(),
     }
 }

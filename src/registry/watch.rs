@@ -92,6 +92,36 @@ impl Registry {
     }
 }
 
+/// How long a watch from a revision the store has not reached waits for it, as the watch
+/// cache's `waitUntilFreshAndBlock` does (`blockTimeout` in k8s.io/apiserver's cacher).
+const FUTURE_REVISION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Registry {
+    /// Waits (briefly) until the store has reached `revision`; 504 "Too large resource
+    /// version" if it does not.
+    pub async fn wait_for_revision(&self, revision: u64) -> Result<(), ApiError> {
+        let current = self.store.revision();
+        if revision <= current {
+            return Ok(());
+        }
+        let mut changes = self.store.watch(current).map_err(watch_error)?;
+        let reached = async {
+            loop {
+                if changes.next().await.map_err(watch_error)?.revision >= revision {
+                    return Ok::<_, ApiError>(());
+                }
+            }
+        };
+        match tokio::time::timeout(FUTURE_REVISION_WAIT, reached).await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::too_large_resource_version(
+                revision,
+                self.store.revision(),
+            )),
+        }
+    }
+}
+
 pub fn watch_error(e: WatchError) -> ApiError {
     match e {
         WatchError::Gone {

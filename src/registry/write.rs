@@ -12,6 +12,7 @@ use serde_json::Value;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
 use super::decode::{FieldValidation, decode_object, parse_json};
+use super::limits::{apply_json_patch, apply_merge_patch};
 use super::managed::{Writer, record_update, starting_managers};
 use super::{Registry, decode_stored, encode, key, now, write_error};
 use crate::api::fields::index_values;
@@ -207,18 +208,8 @@ impl Registry {
             let mut document: Value = serde_json::from_slice(&current.value)
                 .map_err(|e| ApiError::internal(format!("stored object does not decode: {e}")))?;
             match kind {
-                PatchKind::Merge => json_patch::merge(&mut document, &patch),
-                PatchKind::Json => {
-                    let operations: json_patch::Patch = serde_json::from_value(patch.clone())
-                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                    json_patch::patch(&mut document, &operations).map_err(|e| {
-                        ApiError::new(
-                            http::StatusCode::UNPROCESSABLE_ENTITY,
-                            "Invalid",
-                            format!("the JSON patch could not be applied: {e}"),
-                        )
-                    })?;
-                }
+                PatchKind::Merge => apply_merge_patch(&mut document, &patch)?,
+                PatchKind::Json => apply_json_patch(&mut document, &patch)?,
             }
             let (image, warnings) = decode_object(&document, options.field_validation)?;
             match self

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::App;
-use super::negotiate::{Encoding, Output, encoding, output, wants_aggregated_discovery};
+use super::connections::Slot;
+use super::negotiate::{encoding, output, wants_aggregated_discovery};
 use super::query::Query;
 use super::render;
 use super::response::{Body, encoded, full, json, streamed, with_warnings};
@@ -19,18 +20,20 @@ use super::selectors::Selector;
 use super::status::ApiError;
 use super::watch::{self, WatchOptions};
 use super::websocket;
-use crate::api::types::{API_VERSION, LIST_KIND};
+use crate::api::types::API_VERSION;
 use crate::api::{discovery, openapi};
 use crate::auth::identity::Identity;
 use crate::auth::{Attributes, Auth, secret_reference_forbidden};
 use crate::observe::OpenWatch;
 use crate::registry::{
     ApplyOptions, DeleteOptions, FieldValidation, ListQuery, PatchKind, RevisionMatch,
-    SecretAccess, WriteOptions, Written,
+    SecretAccess, WriteOptions, Written, parse_yaml,
 };
 
 /// Items read per store page while streaming a list with no limit.
-const STREAM_PAGE: usize = 1000;
+const STREAM_PAGE: usize = 500;
+/// The most items one page of a paged list holds, whatever its limit asks.
+const MAX_PAGE: usize = 5000;
 
 fn accept(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
@@ -180,104 +183,70 @@ pub async fn list(
     let cursor = app.registry.start(&list_query)?;
     let rv = cursor.revision.to_string();
     if let Some(limit) = list_query.limit {
-        let page = app.registry.page(&list_query, &cursor, limit)?;
+        // A page is held whole; the server may serve fewer items than asked (the continue
+        // token says more remain), so one request can't make it hold the whole collection.
+        let page = app
+            .registry
+            .page(&list_query, &cursor, limit.min(MAX_PAGE))?;
         let token = page.next.as_ref().map(|c| c.token());
         let objects: Vec<Bytes> = page.items.into_iter().map(|i| i.value).collect();
-        return Ok(
-            match render::list(format, &objects, &rv, token.as_deref())? {
-                Some(rendered) => encoded(StatusCode::OK, encoding, rendered),
-                None => encoded(
-                    StatusCode::OK,
-                    encoding,
-                    list_body(&objects, &rv, token.as_deref()),
-                ),
-            },
-        );
-    }
-    if (format, encoding) != (Output::Json, Encoding::Json) {
-        // Tables, metadata lists and YAML are rendered whole: read everything, then render.
-        let mut objects = Vec::new();
-        let mut at = Some(cursor);
-        while let Some(cursor) = at {
-            let page = app.registry.page(&list_query, &cursor, STREAM_PAGE)?;
-            objects.extend(page.items.into_iter().map(|i| i.value));
-            at = page.next;
-        }
-        let body = match render::list(format, &objects, &rv, None)? {
+        let body = match render::list(format, &objects, &rv, token.as_deref())? {
             Some(rendered) => rendered,
-            None => list_body(&objects, &rv, None),
+            None => render::plain_list(&objects, &rv, token.as_deref()),
         };
         return Ok(encoded(StatusCode::OK, encoding, body));
     }
-    // The whole list, streamed page by page from the stored bytes: nothing is decoded. Store
-    // reads block, so the pages are read on a blocking thread, running ahead of the connection
-    // by as many chunks as the channel holds.
+    // The whole list, streamed a page at a time. Store reads block, so the pages are read and
+    // rendered on a blocking thread, which waits whenever the connection is a few chunks
+    // behind: memory stays at a few pages however slowly the client reads.
+    let mut pieces = render::ListPieces::new(format, encoding, &rv)?;
     let first = app.registry.page(&list_query, &cursor, STREAM_PAGE)?;
-    let (sender, response) = streamed(StatusCode::OK, "application/json");
+    let (sender, response) = streamed(StatusCode::OK, encoding.content_type());
     let registry = app.registry.clone();
     tokio::task::spawn_blocking(move || {
-        let head = format!(
-            r#"{{"kind":"{LIST_KIND}","apiVersion":"{API_VERSION}","metadata":{{"resourceVersion":"{rv}"}},"items":["#
-        );
-        if sender.blocking_send(Bytes::from(head)).is_err() {
-            return;
+        // Headers are gone once the head is out: a failure ends the body without closing the
+        // list, which tells the client it is incomplete.
+        let failed = |e: ApiError| tracing::error!(error = %e.message, "list stream failed");
+        if sender.blocking_send(pieces.head()).is_err() {
+            return; // the client went away
         }
         let mut page = first;
-        let mut first_item = true;
         loop {
-            let mut chunk = Vec::with_capacity(page.items.iter().map(|i| i.value.len() + 1).sum());
-            for item in &page.items {
-                if !first_item {
-                    chunk.push(b',');
-                }
-                first_item = false;
-                chunk.extend_from_slice(&item.value);
-            }
-            if sender.blocking_send(Bytes::from(chunk)).is_err() {
+            let objects: Vec<Bytes> = page.items.into_iter().map(|i| i.value).collect();
+            let items = match pieces.items(&objects) {
+                Ok(items) => items,
+                Err(e) => return failed(e),
+            };
+            drop(objects);
+            // An empty chunk would end an HTTP/1.1 chunked body early.
+            if !items.is_empty() && sender.blocking_send(items).is_err() {
                 return;
             }
             let Some(next) = page.next else { break };
             page = match registry.page(&list_query, &next, STREAM_PAGE) {
                 Ok(page) => page,
-                Err(e) => {
-                    // Headers are gone; ending the body without closing the JSON tells the
-                    // client the list is incomplete.
-                    tracing::error!(error = %e.message, "list stream failed");
-                    return;
-                }
+                Err(e) => return failed(e),
             };
         }
-        let _ = sender.blocking_send(Bytes::from_static(b"]}"));
+        let _ = sender.blocking_send(pieces.tail());
     });
     Ok(response)
 }
 
-fn list_body(objects: &[Bytes], rv: &str, token: Option<&str>) -> Bytes {
-    let mut metadata = json!({"resourceVersion": rv});
-    if let Some(token) = token {
-        metadata["continue"] = token.into();
-    }
-    let mut body = format!(
-        r#"{{"kind":"{LIST_KIND}","apiVersion":"{API_VERSION}","metadata":{metadata},"items":["#
-    )
-    .into_bytes();
-    for (i, object) in objects.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(object);
-    }
-    body.extend_from_slice(b"]}");
-    Bytes::from(body)
+/// What a watch needs to become a WebSocket: hyper's upgrade, and the connection to keep busy
+/// for as long as the WebSocket lives.
+pub struct Upgrade {
+    pub on_upgrade: Option<OnUpgrade>,
+    pub connection: Option<Arc<Slot>>,
 }
 
 /// A watch, streamed in the response body, or over WebSocket when the request is an Upgrade.
-pub fn watch(
+pub async fn watch(
     app: &App,
     headers: &HeaderMap,
     query: &Query,
     namespace: Option<String>,
-    on_upgrade: Option<OnUpgrade>,
+    upgrade: Upgrade,
 ) -> Result<Response<Body>, ApiError> {
     let (format, _) = output(accept(headers), query.get("includeObject"), true)?;
     let list_query = list_query(namespace, query)?;
@@ -310,6 +279,9 @@ pub fn watch(
                 ApiError::bad_request(format!("resourceVersion {rv:?} is not valid"))
             })?),
         };
+    if let Some(after) = after {
+        app.registry.wait_for_revision(after).await?;
+    }
     let timeout = match query.number("timeoutSeconds")? {
         Some(seconds) => Duration::from_secs(seconds),
         // kube-apiserver spreads watches between the minimum request timeout and twice that.
@@ -326,8 +298,14 @@ pub fn watch(
         .registry
         .watch(list_query, after, send_initial == Some(true))?;
     if websocket::is_upgrade(headers) {
-        let events = watch::events(stream, options, app.shutdown.clone());
-        return websocket::serve(headers, on_upgrade, events);
+        let shutdown = app.shutdown.clone();
+        let busy = upgrade.connection.map(|slot| slot.busy());
+        return websocket::serve(
+            headers,
+            upgrade.on_upgrade,
+            || watch::events(stream, options, shutdown),
+            busy,
+        );
     }
     Ok(watch::serve_watch(stream, options, app.shutdown.clone()))
 }
@@ -438,9 +416,7 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Bytes, ApiError> {
 }
 
 fn yaml_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
-    let value: Value = serde_saphyr::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
-    Ok(Bytes::from(value.to_string()))
+    Ok(Bytes::from(parse_yaml(body)?.to_string()))
 }
 
 pub async fn create(
@@ -575,6 +551,6 @@ pub async fn delete_collection(
     Ok(encoded(
         StatusCode::OK,
         encoding(accept(headers)),
-        list_body(&objects, &revision.to_string(), None),
+        render::plain_list(&objects, &revision.to_string(), None),
     ))
 }

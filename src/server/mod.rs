@@ -1,6 +1,7 @@
 //! The HTTPS surface: TLS, who is asking, what the request is about, and dispatch to one
 //! handler per verb. Every failure becomes a metav1.Status here and nowhere else.
 
+pub mod connections;
 mod handlers;
 pub mod negotiate;
 mod query;
@@ -14,22 +15,24 @@ mod watch;
 mod websocket;
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
 use tokio_rustls::TlsAcceptor;
 
+use self::connections::{Connections, Slot, Throttle};
 use self::query::Query;
 use self::request::{Target, attributes, target};
 use self::response::{Body, error};
@@ -39,12 +42,33 @@ use crate::auth::{Attributes, Auth, ChainVerdicts};
 use crate::observe::{Metrics, RequestLabels, VerbLabels};
 use crate::registry::Registry;
 
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Settings of the HTTP surface.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub bookmark_interval: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_read_timeout: Duration,
+    pub connections: ConnectionLimits,
+    /// A request for this path panics: how tests show that a panic is one request's 500.
+    pub panic_path: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// Open connections at most; at the cap the longest-idle one makes room.
+    pub max_connections: usize,
+    /// How long an HTTP/1 request head may take to arrive (also how long an idle HTTP/1
+    /// connection waits for its next request).
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight is kept.
+    pub idle_timeout: Duration,
 }
 
 /// Documents computed once at start.
@@ -108,19 +132,27 @@ impl App {
         self.auth.is_ready() && !*self.shutdown.borrow()
     }
 
-    async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> Response<Body> {
-        let method = request.method().clone();
-        let path = request.uri().path().to_string();
+    /// Answers one request. The request body is handed back with the response when it was
+    /// not read, to be dropped only once the response is out: an HTTP/2 stream reset before
+    /// the answer would hide a 401 or 413 from the client.
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> (Response<Body>, Incoming) {
+        let (parts, mut body) = request.into_parts();
+        let method = parts.method.clone();
+        let path = parts.uri.path().to_string();
         let started = std::time::Instant::now();
         // What the request is about, worked out once: routing, authorization and metrics share it.
         let target = target(&path);
-        let query = Query::parse(request.uri().query());
+        let query = Query::parse(parts.uri.query());
         let watch = query.flag("watch");
         let (attributes, name) =
             attributes(&method, &path, &target, *watch.as_ref().unwrap_or(&false));
         let encoding = negotiate::encoding(
-            request
-                .headers()
+            parts
+                .headers
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok()),
         );
@@ -130,10 +162,26 @@ impl App {
             attributes: &attributes,
             name,
         };
-        let response = match self.route(request, peer, about, watch).await {
-            Ok(response) => response,
-            Err(e) => error(&e, encoding),
+        let routed = AssertUnwindSafe(async {
+            if self.config.panic_path.as_deref() == Some(path.as_str()) {
+                panic!("a panic asked for by --fault-panic-path");
+            }
+            self.route(parts, &mut body, peer, about, watch).await
+        })
+        .catch_unwind()
+        .await;
+        let mut response = match routed {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => error(&e, encoding),
+            // The panic hook has logged it; the connection and the server go on.
+            Err(_) => error(
+                &ApiError::internal("an internal error occurred while handling the request"),
+                encoding,
+            ),
         };
+        if method == Method::HEAD {
+            *response.body_mut() = http_body_util::Empty::new().boxed();
+        }
         let code = response.status().as_u16();
         tracing::debug!(%method, %path, code, elapsed = ?started.elapsed(), "request");
         let verb = attributes.verb();
@@ -148,17 +196,17 @@ impl App {
             .request_seconds
             .get_or_create(&VerbLabels { verb: verb.into() })
             .observe(started.elapsed().as_secs_f64());
-        response
+        (response, body)
     }
 
     async fn route(
         &self,
-        request: Request<Incoming>,
+        mut parts: http::request::Parts,
+        body: &mut Incoming,
         peer: Peer,
         about: About<'_>,
         watch_flag: Result<bool, ApiError>,
     ) -> Result<Response<Body>, ApiError> {
-        let (mut parts, body) = request.into_parts();
         let (target, query) = (about.target, about.query);
         if let Target::Health(check) = target {
             return Ok(handlers::health(self, check));
@@ -175,7 +223,13 @@ impl App {
         let headers = &parts.headers;
         let body = match parts.method {
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
-                read_body(body, self.config.max_body_bytes).await?
+                read_body(
+                    body,
+                    headers,
+                    self.config.max_body_bytes,
+                    self.config.body_read_timeout,
+                )
+                .await?
             }
             _ => bytes::Bytes::new(),
         };
@@ -191,8 +245,11 @@ impl App {
             (_, Target::Unknown) => Err(ApiError::path_not_found()),
             (_, Target::Collection { namespace }) => match about.attributes.verb() {
                 "watch" => {
-                    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-                    handlers::watch(self, headers, query, namespace.clone(), on_upgrade)
+                    let upgrade = handlers::Upgrade {
+                        on_upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+                        connection: parts.extensions.remove::<Arc<Slot>>(),
+                    };
+                    handlers::watch(self, headers, query, namespace.clone(), upgrade).await
                 }
                 "list" => handlers::list(self, headers, query, namespace.clone()).await,
                 "create" => match namespace {
@@ -235,19 +292,50 @@ impl App {
     }
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+/// The whole request body, at most `limit` bytes (413 beyond, refused from Content-Length
+/// when it says so) and within `timeout` (504, as kube-apiserver's request timeout answers a
+/// request that does not complete).
+async fn read_body(
+    body: &mut Incoming,
+    headers: &http::HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
             http::StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
             format!("the request body is larger than {limit} bytes"),
-        )),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "reading the request body: {e}"
-        ))),
+        )
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
     }
+    let read = async {
+        let mut collected = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if collected.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                collected.extend_from_slice(&data);
+            }
+        }
+        Ok(bytes::Bytes::from(collected))
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::timeout(format!(
+                "the request body did not arrive within {timeout:?}"
+            )))
+        })
 }
 
 /// Accepts TLS connections until `stop` turns true, then stops accepting, lets watches end,
@@ -260,18 +348,44 @@ pub async fn serve(
     drain: Duration,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let limits = &app.config.connections;
+    let connections = Connections::new(limits.max_connections, limits.idle_timeout);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let (accept_log, refused_log) = (Throttle::default(), Throttle::default());
+    let mut backoff = Duration::ZERO;
     loop {
-        let (tcp, remote): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let (tcp, remote): (tokio::net::TcpStream, SocketAddr) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::ZERO;
+                accepted
+            }
+            Err(e) => {
+                // Out of descriptors (or another passing failure): retrying at once would
+                // spin; back off as Go's http.Server does, 5 ms doubling up to 1 s.
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                if let Some(held_back) = accept_log.allow() {
+                    tracing::warn!(error = %e, held_back, retry_in = ?backoff, "accept failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => continue,
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
+            }
+        };
+        let Some(slot) = connections.admit().await else {
+            if let Some(held_back) = refused_log.allow() {
+                tracing::warn!(%remote, held_back, limit = limits.max_connections, "connection refused: every connection is busy");
+            }
+            continue;
         };
         // As Go's net package does for kube-apiserver: without it, the last segment of a
         // response waits for the client's delayed ACK (40 ms on Linux) behind Nagle.
@@ -281,14 +395,17 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+            let mut handshake_stop = stop.clone();
+            let tls = tokio::select! {
+                tls = handshake => match tls {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
+                },
+                _ = slot.should_close(&mut handshake_stop) => return,
             };
             let peer = Peer {
                 chain: Arc::new(
@@ -300,19 +417,30 @@ pub async fn serve(
                 ),
                 verdicts: Arc::default(),
             };
-            let service = service_fn(move |request| {
-                let app = app.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer).await) }
-            });
+            let service_slot = slot.clone();
+            let service =
+                service_fn(move |mut request: Request<Incoming>| {
+                    let app = app.clone();
+                    let peer = peer.clone();
+                    let busy = service_slot.busy();
+                    // A WebSocket outlives its request: it keeps the connection busy itself.
+                    request.extensions_mut().insert(service_slot.clone());
+                    async move {
+                        let (response, unread) = app.handle(request, peer).await;
+                        Ok::<_, std::convert::Infallible>(response.map(|body| {
+                            BodyExt::boxed(response::Tracked::new(body, (busy, unread)))
+                        }))
+                    }
+                });
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
+            if let Err(e) = slot.drive(connection, stop).await {
                 tracing::debug!(%remote, error = %e, "connection ended");
             }
         });
     }
     tracing::info!("no longer accepting connections; draining");
-    if tokio::time::timeout(drain, graceful.shutdown())
+    drop(listener);
+    if tokio::time::timeout(drain, connections.drained())
         .await
         .is_err()
     {

@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::negotiate::{IncludeObject, Output};
+use super::negotiate::{Encoding, IncludeObject, Output};
+use super::response::to_yaml;
 use super::status::ApiError;
 use crate::api::table::{RowFields, cells, column_definitions};
+use crate::api::types::{API_VERSION, LIST_KIND};
 
 fn undecodable(e: serde_json::Error) -> ApiError {
     ApiError::internal(format!("stored object does not decode: {e}"))
@@ -120,6 +122,35 @@ fn table(
     to_bytes(&table)
 }
 
+fn yaml(json: &[u8]) -> Result<String, ApiError> {
+    to_yaml(json).map_err(ApiError::internal)
+}
+
+/// A CatalogImageList of stored objects, as stored: nothing is decoded.
+pub fn plain_list(
+    objects: &[Bytes],
+    resource_version: &str,
+    continue_token: Option<&str>,
+) -> Bytes {
+    let metadata = ListMeta {
+        continue_token,
+        resource_version,
+    };
+    let metadata = serde_json::to_string(&metadata).expect("list metadata serialises");
+    let mut body = format!(
+        r#"{{"kind":"{LIST_KIND}","apiVersion":"{API_VERSION}","metadata":{metadata},"items":["#
+    )
+    .into_bytes();
+    for (i, object) in objects.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(object);
+    }
+    body.extend_from_slice(b"]}");
+    Bytes::from(body)
+}
+
 fn to_bytes(value: &impl Serialize) -> Result<Bytes, ApiError> {
     serde_json::to_vec(value)
         .map(Bytes::from)
@@ -181,5 +212,115 @@ pub fn list(
             },
         })
         .map(Some),
+    }
+}
+
+/// A whole list written piece by piece, so that no more than a page of it is ever in memory:
+/// the envelope's start, the items a page at a time, then its end. Every format and encoding
+/// the list is served in splits this way: the envelope is the list as it would be with no
+/// items, cut where its (empty) items array is.
+pub struct ListPieces {
+    format: Output,
+    encoding: Encoding,
+    now: jiff::Timestamp,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    written: usize,
+}
+
+impl ListPieces {
+    pub fn new(
+        format: Output,
+        encoding: Encoding,
+        resource_version: &str,
+    ) -> Result<Self, ApiError> {
+        let empty = match list(format, &[], resource_version, None)? {
+            Some(rendered) => rendered,
+            None => plain_list(&[], resource_version, None),
+        };
+        let array = match format {
+            Output::Table(_) => "rows",
+            _ => "items",
+        };
+        let (text, marker) = match encoding {
+            Encoding::Json => (
+                String::from_utf8_lossy(&empty).into_owned(),
+                format!("\"{array}\":[]"),
+            ),
+            Encoding::Yaml => (yaml(&empty)?, format!("{array}: []\n")),
+        };
+        let at = text
+            .find(&marker)
+            .ok_or_else(|| ApiError::internal(format!("the empty list has no {array}")))?;
+        let (head, tail) = (&text[..at], &text[at + marker.len()..]);
+        let (head, tail) = match encoding {
+            Encoding::Json => (format!("{head}\"{array}\":["), format!("]{tail}")),
+            // YAML's items open with their first one: an empty list keeps its `[]`.
+            Encoding::Yaml => (head.to_string(), tail.to_string()),
+        };
+        Ok(ListPieces {
+            format,
+            encoding,
+            now: jiff::Timestamp::now(),
+            head: head.into_bytes(),
+            tail: tail.into_bytes(),
+            written: 0,
+        })
+    }
+
+    pub fn head(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.head)
+    }
+
+    /// The next items, as they follow those already written.
+    pub fn items(&mut self, objects: &[Bytes]) -> Result<Bytes, ApiError> {
+        let mut out = Vec::with_capacity(objects.iter().map(|o| o.len() + 8).sum());
+        for object in objects {
+            let item = match self.format {
+                Output::Json => None,
+                Output::Table(include) => Some(to_bytes(&Row::of(object, include, self.now)?)?),
+                Output::Metadata(version) => Some(to_bytes(&Partial::of(object, version)?)?),
+            };
+            let item = item.as_ref().unwrap_or(object);
+            match self.encoding {
+                Encoding::Json => {
+                    if self.written > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(item);
+                }
+                Encoding::Yaml => {
+                    if self.written == 0 {
+                        let array = if matches!(self.format, Output::Table(_)) {
+                            "rows"
+                        } else {
+                            "items"
+                        };
+                        out.extend_from_slice(format!("{array}:\n").as_bytes());
+                    }
+                    for (i, line) in yaml(item)?.lines().enumerate() {
+                        out.extend_from_slice(if i == 0 { b"- " } else { b"  " });
+                        out.extend_from_slice(line.as_bytes());
+                        out.push(b'\n');
+                    }
+                }
+            }
+            self.written += 1;
+        }
+        Ok(Bytes::from(out))
+    }
+
+    pub fn tail(&self) -> Bytes {
+        match (self.encoding, self.written) {
+            (Encoding::Yaml, 0) => {
+                let array = if matches!(self.format, Output::Table(_)) {
+                    "rows"
+                } else {
+                    "items"
+                };
+                Bytes::from([format!("{array}: []\n").into_bytes(), self.tail.clone()].concat())
+            }
+            _ => Bytes::copy_from_slice(&self.tail),
+        }
     }
 }

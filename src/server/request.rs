@@ -28,8 +28,25 @@ pub enum Target {
     Unknown,
 }
 
+/// The target of a request path. Each segment is percent-decoded once, after splitting, so an
+/// escaped `/` stays inside its segment (and fails validation there) instead of moving the
+/// request to another route; a segment that is not UTF-8 once decoded matches nothing.
 pub fn target(path: &str) -> Target {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let decoded: Option<Vec<String>> = path
+        .trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .ok()
+                .map(|s| s.into_owned())
+        })
+        .collect();
+    let Some(decoded) = decoded else {
+        return Target::Unknown;
+    };
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     match segments.as_slice() {
         ["healthz"] => Target::Health("healthz"),
         ["livez"] => Target::Health("livez"),
@@ -161,6 +178,18 @@ mod tests {
         );
         assert_eq!(
             target(&format!("{base}/namespaces/a/other")),
+            Target::Unknown
+        );
+        assert_eq!(
+            target(&format!("{base}/namespaces/a%2Fb/catalogimages/%2e%2e")),
+            Target::Object {
+                namespace: "a/b".into(),
+                name: "..".into(),
+                status: false
+            }
+        );
+        assert_eq!(
+            target(&format!("{base}/namespaces/%ff/catalogimages")),
             Target::Unknown
         );
         assert_eq!(target("/apis/catalog.automotive.io"), Target::Group);

@@ -41,7 +41,7 @@ pub fn encoded(code: StatusCode, encoding: Encoding, body: impl Into<Bytes>) -> 
     }
 }
 
-fn to_yaml(json: &[u8]) -> Result<String, String> {
+pub fn to_yaml(json: &[u8]) -> Result<String, String> {
     let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
     serde_saphyr::to_string(&value).map_err(|e| e.to_string())
 }
@@ -53,7 +53,8 @@ pub fn error(e: &ApiError, encoding: Encoding) -> Response<Body> {
 /// A body fed by a channel: each message is one chunk (HTTP/1.1 chunked, HTTP/2 data frame).
 /// The channel is bounded, so a slow reader holds back the writer instead of memory growing.
 pub fn streamed(code: StatusCode, content_type: &str) -> (mpsc::Sender<Bytes>, Response<Body>) {
-    let (sender, receiver) = mpsc::channel::<Bytes>(16);
+    // A few chunks of a page each: what a slow reader makes the server hold, per response.
+    let (sender, receiver) = mpsc::channel::<Bytes>(2);
     (sender, body_from(code, content_type, receiver))
 }
 
@@ -87,4 +88,38 @@ pub fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Respo
         }
     }
     response
+}
+
+/// A response body that keeps `T` alive until the body is done: the connection's busy mark,
+/// and a request body left unread (dropping it first would reset an HTTP/2 stream before the
+/// answer is out).
+pub struct Tracked<T> {
+    body: Body,
+    _kept: T,
+}
+
+impl<T> Tracked<T> {
+    pub fn new(body: Body, kept: T) -> Tracked<T> {
+        Tracked { body, _kept: kept }
+    }
+}
+
+impl<T: Unpin> hyper::body::Body for Tracked<T> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }

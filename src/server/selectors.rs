@@ -115,6 +115,13 @@ fn parse_fields(text: &str) -> Result<Vec<FieldTerm>, ApiError> {
             )));
         }
         let value = unescape(value.trim());
+        // Validation keeps every selectable field's values to printable ASCII, so any other
+        // value could never match: say so rather than answer an empty list.
+        if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(ApiError::bad_request(format!(
+                "invalid field selector value for {field}: {value:?}: {c:?} never occurs in this field (values are printable ASCII)"
+            )));
+        }
         let value = normalise_selector_value(field, &value).to_string();
         terms.push(FieldTerm {
             field: field.to_string(),
@@ -140,9 +147,13 @@ fn split_unescaped(text: &str, sep: char) -> Vec<String> {
     parts
 }
 
+/// The byte offset of the first `op` not preceded by a backslash. Offsets are taken at char
+/// boundaries only: a selector may carry any UTF-8.
 fn find_unescaped(text: &str, op: &str) -> Option<usize> {
     let bytes = text.as_bytes();
-    (0..text.len()).find(|&i| text[i..].starts_with(op) && (i == 0 || bytes[i - 1] != b'\\'))
+    text.char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| text[i..].starts_with(op) && (i == 0 || bytes[i - 1] != b'\\'))
 }
 
 fn unescape(text: &str) -> String {
@@ -268,6 +279,40 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
         )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Fuzzing: any text, and any text made of the grammar's own characters, is parsed or
+        /// refused with a 400, never a panic; whatever parses can be matched.
+        #[test]
+        fn any_selector_is_parsed_or_refused(
+            labels in proptest::prop_oneof![".{0,40}", "[a-z0-9=!,()<> \\\\./\u{e4}-]{0,40}"],
+            fields in proptest::prop_oneof![".{0,40}", "(metadata\\.name|spec\\.tags|x)?[=!,\\\\a-z\u{e4}\u{1f600} ]{0,30}"],
+        ) {
+            match Selector::parse(Some(&labels), Some(&fields)) {
+                Ok(selector) => {
+                    let _ = selector.matches(&pairs(&[("label:env", "prod"), ("metadata.name", "a")]));
+                    let _ = selector.index();
+                }
+                Err(error) => proptest::prop_assert_eq!(error.code, http::StatusCode::BAD_REQUEST),
+            }
+        }
+    }
+
+    #[test]
+    fn field_selectors_refuse_what_never_matches() {
+        for text in [
+            "metadata.name=\u{e4}",
+            "metadata.name==a\u{e4}b",
+            "\u{e4}=x",
+            "spec.tags!=a b",
+        ] {
+            let error = Selector::parse(None, Some(text)).expect_err(text);
+            assert_eq!(error.code, http::StatusCode::BAD_REQUEST, "{text}");
+        }
+        assert!(Selector::parse(None, Some("metadata.name=a")).is_ok());
     }
 
     #[test]

@@ -152,6 +152,19 @@ impl ApiError {
         ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)
     }
 
+    /// A read or watch at a revision the store has not reached, as the storage layer's
+    /// NewTooLargeResourceVersionError shapes it: 504, retry after a second.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
+        let mut error = ApiError::timeout(format!(
+            "Too large resource version: {requested}, current: {current}"
+        ));
+        error.details = Some(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        }));
+        error
+    }
+
     /// The `metav1.Status` object.
     pub fn to_status(&self) -> Value {
         let mut metadata = json!({});

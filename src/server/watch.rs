@@ -25,12 +25,15 @@ pub struct WatchOptions {
     pub timeout: Duration,
 }
 
-fn bookmark(revision: u64, initial_events_end: bool) -> Value {
+fn bookmark(revision: u64, initial_events_end: bool) -> Bytes {
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if initial_events_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    json!({"type": "BOOKMARK", "object": {"kind": KIND, "apiVersion": API_VERSION, "metadata": metadata}})
+    line(
+        "BOOKMARK",
+        &json!({"kind": KIND, "apiVersion": API_VERSION, "metadata": metadata}),
+    )
 }
 
 /// Encodes events in the watch's format; Table events carry column definitions only once.
@@ -59,10 +62,10 @@ impl Encoder {
     }
 }
 
-fn line(value: &Value) -> Bytes {
-    let mut text = value.to_string();
-    text.push('\n');
-    Bytes::from(text)
+/// One event line, `type` first as kube-apiserver writes it (clients may read the type off
+/// the start of the line).
+fn line(kind: &str, object: &Value) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
 }
 
 /// A watch served as a streamed response body (HTTP/1.1 chunked or HTTP/2 data frames).
@@ -100,16 +103,16 @@ pub fn events(
                     Ok(WatchEvent::Added(o, rv)) => encoder.event("ADDED", &o, rv),
                     Ok(WatchEvent::Modified(o, rv)) => encoder.event("MODIFIED", &o, rv),
                     Ok(WatchEvent::Deleted(o, rv)) => encoder.event("DELETED", &o, rv),
-                    Ok(WatchEvent::Bookmark { revision, initial_events_end }) => Ok(line(&bookmark(revision, initial_events_end))),
+                    Ok(WatchEvent::Bookmark { revision, initial_events_end }) => Ok(bookmark(revision, initial_events_end)),
                     Err(e) => {
                         // The watch cannot go on (history compacted, watcher too slow): say why, then end.
-                        let _ = sender.send(line(&json!({"type": "ERROR", "object": e.to_status()}))).await;
+                        let _ = sender.send(line("ERROR", &e.to_status())).await;
                         return;
                     }
                 },
                 _ = sleep_until(next_bookmark), if options.bookmarks => {
                     next_bookmark = Instant::now() + options.bookmark_interval;
-                    Ok(line(&bookmark(stream.progress(), false)))
+                    Ok(bookmark(stream.progress(), false))
                 }
                 _ = sleep_until(deadline) => break,
                 _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
@@ -127,7 +130,7 @@ pub fn events(
             }
         }
         if options.bookmarks {
-            let _ = sender.send(line(&bookmark(stream.progress(), false))).await;
+            let _ = sender.send(bookmark(stream.progress(), false)).await;
         }
     });
     receiver

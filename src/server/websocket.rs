@@ -36,11 +36,14 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         && header_has_token(headers, header::UPGRADE, "websocket")
 }
 
-/// Answers the handshake with 101 and serves `events` over the upgraded connection.
+/// Checks the handshake, then answers it with 101 and serves the events `start` begins over
+/// the upgraded connection. A refused handshake starts nothing. `keep` lives as long as the
+/// WebSocket does (the connection's place among the server's open connections).
 pub fn serve(
     headers: &HeaderMap,
     on_upgrade: Option<OnUpgrade>,
-    events: mpsc::Receiver<Bytes>,
+    start: impl FnOnce() -> mpsc::Receiver<Bytes>,
+    keep: impl Send + 'static,
 ) -> Result<Response<Body>, ApiError> {
     let Some(on_upgrade) = on_upgrade else {
         return Err(ApiError::bad_request(
@@ -90,7 +93,9 @@ pub fn serve(
     if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
         response_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
+    let events = start();
     tokio::spawn(async move {
+        let _keep = keep;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket =

@@ -43,7 +43,7 @@ impl Watch {
         Ok(Watch {
             core,
             live,
-            next: after + 1,
+            next: after.saturating_add(1),
             replay_until,
             replayed: VecDeque::new(),
         })

@@ -85,20 +85,42 @@ pub fn venv_binary(name: &str) -> PathBuf {
 
 /// Starts the binary. Verification is off unless `extra` turns it on: entries of most tests
 /// point at registries that do not exist here, and their status must stay as written.
-fn spawn(mode: &str, dir: &Path, bind: &str, extra: &[&str]) -> (Child, String, Arc<Log>) {
+/// `descriptors` sets the process's limit on open files (soft and hard), as a container's
+/// `ulimit -n` would.
+fn spawn(
+    mode: &str,
+    dir: &Path,
+    bind: &str,
+    extra: &[&str],
+    descriptors: Option<u64>,
+) -> (Child, String, Arc<Log>) {
     let verify = if extra.iter().any(|a| a.starts_with("--verify=")) {
         None
     } else {
         Some("--verify=false")
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-apiserver"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_catalog-apiserver"));
+    command
         .args([mode, "--data-dir", dir.to_str().unwrap(), "--bind", bind])
         .args(extra)
         .args(verify)
         .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start catalog-apiserver");
+        .stderr(Stdio::piped());
+    if let Some(limit) = descriptors {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent's.
+        unsafe {
+            command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+    }
+    let mut child = command.spawn().expect("start catalog-apiserver");
     // The server logs its address once it is serving: wait for that line, not for a time.
     let log = Arc::new(Log::default());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -133,8 +155,26 @@ impl Server {
         Server::spawn_in(dir, "serve", flags)
     }
 
+    /// `standalone` allowed only `descriptors` open files.
+    pub fn start_limited(descriptors: u64, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, address, log) = spawn(
+            "standalone",
+            dir.path(),
+            "127.0.0.1:0",
+            extra,
+            Some(descriptors),
+        );
+        Server {
+            dir,
+            address,
+            child: Some(child),
+            log,
+        }
+    }
+
     fn spawn_in(dir: tempfile::TempDir, mode: &str, extra: &[&str]) -> Server {
-        let (child, address, log) = spawn(mode, dir.path(), "127.0.0.1:0", extra);
+        let (child, address, log) = spawn(mode, dir.path(), "127.0.0.1:0", extra, None);
         Server {
             dir,
             address,
@@ -159,8 +199,13 @@ impl Server {
     /// Starts the server again on the same address and data directory.
     pub fn restart(&mut self, extra: &[&str]) {
         self.stop();
-        let (child, address, log) =
-            spawn("standalone", self.dir.path(), &self.address.clone(), extra);
+        let (child, address, log) = spawn(
+            "standalone",
+            self.dir.path(),
+            &self.address.clone(),
+            extra,
+            None,
+        );
         assert_eq!(address, self.address);
         self.child = Some(child);
         self.log = log;
@@ -364,22 +409,34 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// A TLS connection to the server as the admin, speaking HTTP/1.1 (for WebSocket upgrades).
 pub async fn admin_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls(server, b"http/1.1", true).await
+}
+
+/// A TLS connection to the server offering `alpn`, with the admin certificate or none.
+pub async fn tls(
+    server: &Server,
+    alpn: &[u8],
+    admin: bool,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(server.pki("ca.crt")).unwrap())
         .unwrap();
-    let chain = vec![CertificateDer::from_pem_file(server.pki("admin.crt")).unwrap()];
-    let key = PrivateKeyDer::from_pem_file(server.pki("admin.key")).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        .with_root_certificates(roots);
+    let mut config = if admin {
+        let chain = vec![CertificateDer::from_pem_file(server.pki("admin.crt")).unwrap()];
+        let key = PrivateKeyDer::from_pem_file(server.pki("admin.key")).unwrap();
+        builder.with_client_auth_cert(chain, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(&server.address)
         .await

@@ -42,6 +42,7 @@ fn every_load_scenario_runs_and_reports() {
             "list-label",
             "list-table",
             "list-full",
+            "whole-readers",
             "watch-fanout",
             "create",
             "update",

@@ -7,6 +7,7 @@ mod client_go;
 mod common;
 mod errors;
 mod fidelity;
+mod hardening;
 mod install;
 mod kube_apiserver;
 mod kube_rs;
