@@ -22,7 +22,14 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     #[serde(default)]
     pub propagation_policy: Option<String>,
+    /// Deprecated in favour of `propagationPolicy`, still honoured as kube-apiserver does.
+    #[serde(default)]
+    pub orphan_dependents: Option<bool>,
 }
+
+/// The garbage collector's finalizers: orphan the dependents, or delete them first.
+const ORPHAN: &str = "orphan";
+const FOREGROUND: &str = "foregroundDeletion";
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,12 +39,17 @@ pub struct Preconditions {
 }
 
 impl DeleteOptions {
+    /// The options of a request body (none: the defaults); [`DeleteOptions::check`] them once
+    /// the query's are in.
     pub fn parse(body: &[u8]) -> Result<DeleteOptions, ApiError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(DeleteOptions::default());
         }
-        let options: DeleteOptions = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))
+    }
+
+    pub fn check(options: DeleteOptions) -> Result<DeleteOptions, ApiError> {
         if let Some(policy) = &options.propagation_policy {
             if !["Orphan", "Background", "Foreground"].contains(&policy.as_str()) {
                 return Err(ApiError::bad_request(format!(
@@ -45,12 +57,55 @@ impl DeleteOptions {
                 )));
             }
         }
+        if options.orphan_dependents.is_some() && options.propagation_policy.is_some() {
+            return Err(ApiError::bad_request(
+                "orphanDependents and propagationPolicy may not both be set",
+            ));
+        }
         if options.grace_period_seconds.is_some_and(|g| g < 0) {
             return Err(ApiError::bad_request(
                 "gracePeriodSeconds must be 0 or more",
             ));
         }
         Ok(options)
+    }
+
+    /// The finalizers an object deleted with these options carries, as k8s.io/apiserver's
+    /// generic registry decides them (`registry/generic/registry/store.go`:
+    /// `deletionFinalizersForGarbageCollection`, `shouldOrphanDependents`,
+    /// `shouldDeleteDependents`): an explicit policy wins, else the garbage-collection
+    /// finalizers the object already has, else this resource's default, Background (as for
+    /// custom resources), which needs none. The other finalizers are kept as they are.
+    fn finalizers_for(&self, finalizers: &[String]) -> Vec<String> {
+        let existing = |name: &str| finalizers.iter().any(|f| f == name);
+        let policy = self.propagation_policy.as_deref();
+        let orphan = match (self.orphan_dependents, policy) {
+            (Some(orphan), _) => orphan,
+            (None, Some(policy)) => policy == "Orphan",
+            // The first of the two in the list decides, as in shouldOrphanDependents.
+            (None, None) => finalizers
+                .iter()
+                .find(|f| *f == ORPHAN || *f == FOREGROUND)
+                .is_some_and(|f| f == ORPHAN),
+        };
+        let foreground = match (self.orphan_dependents, policy) {
+            (Some(_), _) => false,
+            (None, Some(policy)) => policy == "Foreground",
+            (None, None) => existing(FOREGROUND),
+        };
+        let mut wanted: Vec<String> = finalizers
+            .iter()
+            .filter(|f| *f != ORPHAN && *f != FOREGROUND)
+            .cloned()
+            .collect();
+        wanted.extend(orphan.then(|| ORPHAN.to_string()));
+        wanted.extend(foreground.then(|| FOREGROUND.to_string()));
+        let same_set = wanted.len() == finalizers.len() && wanted.iter().all(|f| existing(f));
+        if same_set {
+            finalizers.to_vec()
+        } else {
+            wanted
+        }
     }
 }
 
@@ -88,7 +143,9 @@ impl Registry {
         if dry_run || options.dry_run.iter().any(|d| d == "All") {
             return Ok(current.value);
         }
-        let op = self.delete_op(&current)?;
+        let Some(op) = self.delete_op(&current, options)? else {
+            return Ok(current.value);
+        };
         let changes = self
             .store
             .write(vec![op])
@@ -97,29 +154,36 @@ impl Registry {
         Ok(changes[0].value.clone().unwrap_or(current.value))
     }
 
-    /// The write that deletes `item`: removal, or for an object with finalizers the setting of
-    /// its deletionTimestamp (an object already being deleted is left as it is).
-    fn delete_op(&self, item: &Item) -> Result<Op, ApiError> {
+    /// The write that deletes `item`: removal, or for an object that keeps finalizers (its
+    /// own, or the garbage collector's the options ask for) the setting of its
+    /// deletionTimestamp. None when the object is already being deleted just so.
+    fn delete_op(&self, item: &Item, options: &DeleteOptions) -> Result<Option<Op>, ApiError> {
         let mut image = decode_stored(&item.value)?;
         let expected = Some(item.revision);
-        if image.metadata.finalizers.as_ref().is_none_or(Vec::is_empty) {
-            return Ok(Op::Delete {
+        let finalizers = image.metadata.finalizers.clone().unwrap_or_default();
+        let wanted = options.finalizers_for(&finalizers);
+        if wanted.is_empty() {
+            return Ok(Some(Op::Delete {
                 key: item.key.clone(),
                 expected,
-            });
+            }));
         }
+        if wanted == finalizers && image.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        image.metadata.finalizers = Some(wanted);
         if image.metadata.deletion_timestamp.is_none() {
             image.metadata.deletion_timestamp = Some(now());
             image.metadata.deletion_grace_period_seconds = Some(0);
             image.metadata.generation = Some(image.metadata.generation.unwrap_or(1) + 1);
         }
         let indexes = index_values(&image);
-        Ok(Op::Update {
+        Ok(Some(Op::Update {
             key: item.key.clone(),
             expected,
             indexes,
             value: Box::new(move |rev| encode(&image, rev)),
-        })
+        }))
     }
 
     /// Deletes every selected object of a namespace (or of all) in one transaction; returns
@@ -128,18 +192,20 @@ impl Registry {
         &self,
         namespace: Option<&str>,
         selector: &Selector,
+        options: &DeleteOptions,
         dry_run: bool,
     ) -> Result<(u64, Vec<Bytes>), ApiError> {
+        let dry_run = dry_run || options.dry_run.iter().any(|d| d == "All");
         let prefix = namespace.map(|ns| key(ns, "")).unwrap_or_default();
         let index = selector.index();
-        let options = ListOptions {
+        let list = ListOptions {
             prefix: &prefix,
             index: index.as_ref().map(|(n, v)| (n.as_str(), v.as_str())),
             ..Default::default()
         };
         let page = self
             .store
-            .list(&options, &mut |item| selector.matches(&item.indexes))
+            .list(&list, &mut |item| selector.matches(&item.indexes))
             .map_err(read_error)?;
         if dry_run || page.items.is_empty() {
             return Ok((
@@ -147,22 +213,92 @@ impl Registry {
                 page.items.into_iter().map(|i| i.value).collect(),
             ));
         }
-        let ops = page
-            .items
-            .iter()
-            .map(|item| self.delete_op(item))
-            .collect::<Result<Vec<_>, _>>()?;
-        let changes = self
-            .store
-            .write(ops)
-            .await
-            .map_err(|e| write_error(e, "collection"))?;
+        let mut ops = Vec::new();
+        let mut written = Vec::new();
+        for item in &page.items {
+            let op = self.delete_op(item, options)?;
+            written.push(op.is_some());
+            ops.extend(op);
+        }
+        let changes = if ops.is_empty() {
+            Vec::new()
+        } else {
+            self.store
+                .write(ops)
+                .await
+                .map_err(|e| write_error(e, "collection"))?
+        };
         let revision = changes.last().map_or(page.revision, |c| c.revision);
-        let objects = changes
-            .iter()
-            .zip(page.items)
-            .map(|(c, item)| c.value.clone().unwrap_or(item.value))
+        let mut changes = changes.iter();
+        let objects = page
+            .items
+            .into_iter()
+            .zip(written)
+            .map(
+                |(item, written)| match written.then(|| changes.next()).flatten() {
+                    Some(change) => change.value.clone().unwrap_or(item.value),
+                    None => item.value,
+                },
+            )
             .collect();
         Ok((revision, objects))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(policy: Option<&str>, orphan: Option<bool>) -> DeleteOptions {
+        DeleteOptions {
+            propagation_policy: policy.map(str::to_string),
+            orphan_dependents: orphan,
+            ..Default::default()
+        }
+    }
+
+    fn finalizers(list: &[&str]) -> Vec<String> {
+        list.iter().map(|f| f.to_string()).collect()
+    }
+
+    #[test]
+    fn garbage_collection_finalizers_follow_the_generic_registry() {
+        let cases: [(Option<&str>, Option<bool>, &[&str], &[&str]); 11] = [
+            (None, None, &[], &[]),
+            (Some("Background"), None, &[], &[]),
+            (Some("Orphan"), None, &[], &["orphan"]),
+            (Some("Foreground"), None, &[], &["foregroundDeletion"]),
+            (None, Some(true), &[], &["orphan"]),
+            (None, Some(false), &["orphan"], &[]),
+            // With no policy, the object's own garbage-collection finalizers stand.
+            (None, None, &["orphan"], &["orphan"]),
+            (
+                None,
+                None,
+                &["x", "foregroundDeletion"],
+                &["x", "foregroundDeletion"],
+            ),
+            // An explicit policy replaces them; other finalizers stay.
+            (
+                Some("Orphan"),
+                None,
+                &["x", "foregroundDeletion"],
+                &["x", "orphan"],
+            ),
+            (Some("Background"), None, &["orphan", "x"], &["x"]),
+            (
+                Some("Foreground"),
+                None,
+                &["foregroundDeletion", "x"],
+                &["foregroundDeletion", "x"],
+            ),
+        ];
+        for (policy, orphan, before, after) in cases {
+            assert_eq!(
+                options(policy, orphan).finalizers_for(&finalizers(before)),
+                finalizers(after),
+                "{policy:?} {orphan:?} {before:?}"
+            );
+        }
     }
 }

@@ -390,9 +390,38 @@ fn invalid_option(field: &'static str, why: &str) -> ApiError {
     error
 }
 
-fn written(headers: &HeaderMap, code: StatusCode, written: Written) -> Response<Body> {
-    let response = encoded(code, encoding(accept(headers)), written.object);
-    with_warnings(response, &written.warnings)
+/// An object a write returns, in the form the client asked for (a full object, a Table row,
+/// or PartialObjectMetadata, as the garbage collector's metadata client asks), as
+/// kube-apiserver transforms every response object.
+fn object_response(
+    headers: &HeaderMap,
+    query: &Query,
+    code: StatusCode,
+    object: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let (format, encoding) = output(accept(headers), query.get("includeObject"), false)?;
+    let revision = serde_json::from_slice::<Value>(&object)
+        .ok()
+        .and_then(|o| {
+            o["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    Ok(match render::object(format, &object, &revision, true)? {
+        None => encoded(code, encoding, object),
+        Some(rendered) => encoded(code, encoding, rendered),
+    })
+}
+
+fn written(
+    headers: &HeaderMap,
+    query: &Query,
+    code: StatusCode,
+    written: Written,
+) -> Result<Response<Body>, ApiError> {
+    let response = object_response(headers, query, code, written.object)?;
+    Ok(with_warnings(response, &written.warnings))
 }
 
 const WRITE_TYPES: [&str; 2] = ["application/json", "application/yaml"];
@@ -436,7 +465,7 @@ pub async fn create(
             &write_options(app, identity, headers, query)?,
         )
         .await?;
-    Ok(written(headers, StatusCode::CREATED, result))
+    written(headers, query, StatusCode::CREATED, result)
 }
 
 pub async fn update(
@@ -460,7 +489,7 @@ pub async fn update(
             &write_options(app, identity, headers, query)?,
         )
         .await?;
-    Ok(written(headers, StatusCode::OK, result))
+    written(headers, query, StatusCode::OK, result)
 }
 
 pub async fn patch(
@@ -494,7 +523,7 @@ pub async fn patch(
                 .registry
                 .apply(namespace, name, status, body, &options)
                 .await?;
-            return Ok(written(headers, StatusCode::OK, result));
+            return written(headers, query, StatusCode::OK, result);
         }
         "application/json-patch+json" => PatchKind::Json,
         "application/merge-patch+json" => PatchKind::Merge,
@@ -515,7 +544,20 @@ pub async fn patch(
         .registry
         .patch(namespace, name, status, kind, body, &write)
         .await?;
-    Ok(written(headers, StatusCode::OK, result))
+    written(headers, query, StatusCode::OK, result)
+}
+
+/// DeleteOptions from the body, with the query's `propagationPolicy` and `orphanDependents`
+/// (as kube-apiserver takes them from either).
+fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let mut options = DeleteOptions::parse(body)?;
+    if let Some(policy) = query.get("propagationPolicy") {
+        options.propagation_policy = Some(policy.to_string());
+    }
+    if query.get("orphanDependents").is_some() {
+        options.orphan_dependents = Some(query.flag("orphanDependents")?);
+    }
+    DeleteOptions::check(options)
 }
 
 pub async fn delete(
@@ -526,15 +568,12 @@ pub async fn delete(
     name: &str,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    let mut options = DeleteOptions::parse(body)?;
-    if let Some(policy) = query.get("propagationPolicy") {
-        options.propagation_policy = Some(policy.to_string());
-    }
+    let options = delete_options(query, body)?;
     let object = app
         .registry
         .delete(namespace, name, &options, query.dry_run()?)
         .await?;
-    Ok(encoded(StatusCode::OK, encoding(accept(headers)), object))
+    object_response(headers, query, StatusCode::OK, object)
 }
 
 pub async fn delete_collection(
@@ -542,11 +581,13 @@ pub async fn delete_collection(
     headers: &HeaderMap,
     query: &Query,
     namespace: Option<String>,
+    body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let selector = Selector::parse(query.get("labelSelector"), query.get("fieldSelector"))?;
+    let options = delete_options(query, body)?;
     let (revision, objects) = app
         .registry
-        .delete_collection(namespace.as_deref(), &selector, query.dry_run()?)
+        .delete_collection(namespace.as_deref(), &selector, &options, query.dry_run()?)
         .await?;
     Ok(encoded(
         StatusCode::OK,

@@ -257,7 +257,8 @@ impl App {
                     None => Err(ApiError::method_not_allowed(&parts.method)),
                 },
                 "deletecollection" => {
-                    handlers::delete_collection(self, headers, query, namespace.clone()).await
+                    handlers::delete_collection(self, headers, query, namespace.clone(), &body)
+                        .await
                 }
                 _ => Err(ApiError::method_not_allowed(&parts.method)),
             },

@@ -3,6 +3,7 @@
 //! OCI registry and a stand-in kube-apiserver where a test needs them.
 
 mod auth;
+mod cascading;
 mod client_go;
 mod common;
 mod errors;
@@ -17,4 +18,5 @@ mod load;
 mod oci;
 mod pki;
 mod python;
+mod schemathesis;
 mod verification;
