@@ -50,6 +50,18 @@ impl FieldSet {
         FieldSet(self.0.intersection(&other.0).cloned().collect())
     }
 
+    /// The paths of this set that are not ancestors of a path in `other`: an object some of
+    /// whose fields are still owned is itself still there.
+    pub fn without_ancestors_of(&self, other: &FieldSet) -> FieldSet {
+        let is_ancestor = |path: &Path| {
+            other
+                .0
+                .iter()
+                .any(|o| o.len() > path.len() && o.starts_with(path))
+        };
+        FieldSet(self.0.iter().filter(|p| !is_ancestor(p)).cloned().collect())
+    }
+
     pub fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
         self.0.retain(|p| keep(p));
     }

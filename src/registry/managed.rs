@@ -274,8 +274,11 @@ pub fn apply(
         .filter(|m| !writer.is(m, Operation::Apply))
         .fold(FieldSet::default(), |all, m| all.union(&m.fields));
     let entry = managers.entry(writer, Operation::Apply);
-    // Fields this manager applied before and no longer does, that nobody else owns, go.
-    let dropped = entry.fields.difference(&applied).difference(&others);
+    // Fields this manager applied before and no longer does, that nobody else owns, go; an
+    // object still holding fields someone owns stays (a field set written by a client, such
+    // as kubectl's client-side-apply migration, may name objects themselves with `.`).
+    let kept = applied.union(&others);
+    let dropped = entry.fields.difference(&kept).without_ancestors_of(&kept);
     // In order, so an item goes before its fields (which name it by its keys).
     for path in &dropped.0 {
         remove(&mut merged, path);

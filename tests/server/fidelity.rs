@@ -263,6 +263,75 @@ fn server_side_apply_with_kubectl_owns_fields_and_reports_conflicts() {
     );
 }
 
+/// kubectl's migration from client-side to server-side apply (`kubectl apply` then
+/// `kubectl apply --server-side`): an apply, an apply of the last-applied annotation alone, a
+/// JSON patch rewriting managedFields with field sets of kubectl's own making (objects named
+/// with `.`), then the apply again. Every step must be accepted, silently.
+#[test]
+fn client_side_apply_migrates_to_server_side_apply() {
+    let server = Server::start();
+    let manifest = image_yaml("migrate", "one", "cs9", "x86_64", "tier: gold");
+    server
+        .kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifest))
+        .success();
+    let output = server.kubectl_with_stdin(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&manifest),
+    );
+    assert!(output.ok && output.stderr.is_empty(), "{}", output.stderr);
+    let out = server
+        .kubectl(&[
+            "get",
+            "cimg",
+            "one",
+            "-n",
+            "migrate",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ])
+        .success();
+    let object: Value = serde_json::from_str(&out).unwrap();
+    // As kube-apiserver leaves them: kubectl owns what it applies, kubectl-last-applied the
+    // annotation; the client-side manager is gone.
+    assert_eq!(
+        managers(&object),
+        [
+            ("kubectl".to_string(), "Apply".to_string()),
+            ("kubectl-last-applied".to_string(), "Apply".to_string())
+        ]
+    );
+    let fields = &object["metadata"]["managedFields"][0]["fieldsV1"];
+    assert_eq!(fields["f:spec"]["f:registryUrl"], serde_json::json!({}));
+    assert!(fields["f:spec"].get(".").is_none(), "{fields}");
+    assert_eq!(object["spec"]["registryUrl"], "quay.io/automotive/cs9:one");
+    assert_eq!(object["spec"]["verificationInterval"], "30m");
+
+    // An apply of part of an object (its labels) leaves the rest alone.
+    let labels = "apiVersion: catalog.automotive.io/v1alpha1\nkind: CatalogImage\nmetadata:\n  name: one\n  namespace: migrate\n  labels: {team: os}\n";
+    server
+        .kubectl_with_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=labeler",
+                "-f",
+                "-",
+            ],
+            Some(labels),
+        )
+        .success();
+    let out = server
+        .kubectl(&["get", "cimg", "one", "-n", "migrate", "-o", "json"])
+        .success();
+    let object: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        object["metadata"]["labels"],
+        serde_json::json!({"team": "os", "tier": "gold"})
+    );
+    assert_eq!(object["spec"]["registryUrl"], "quay.io/automotive/cs9:one");
+}
+
 #[test]
 fn apply_requests_are_checked() {
     let server = Server::start();
