@@ -1,7 +1,8 @@
 //! whole-readers: concurrent clients that each read the whole collection at once — unpaged
 //! JSON LISTs, unpaged Tables (`kubectl get --chunk-size=0`) and WatchLists
-//! (`sendInitialEvents=true`) — some as fast as they can, some slowly, while the server's
-//! resident memory is sampled before, during and after (it should come back within a minute).
+//! (`sendInitialEvents=true`) — some as fast as they can, some slowly (then hanging up), while
+//! the server's resident memory is sampled before, during and after (it should come back
+//! within a minute).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,8 +13,10 @@ use http_body_util::BodyExt;
 use super::scenarios::{BASE, Client, TABLE_ACCEPT};
 use super::stats::{Report, report};
 
-/// A slow reader takes one chunk of this size, then waits.
+/// A slow reader waits this long after every chunk...
 const SLOW_CHUNK_PAUSE: Duration = Duration::from_millis(20);
+/// ...and hangs up after this long: what matters is what the server holds meanwhile.
+const SLOW_READ_FOR: Duration = Duration::from_secs(20);
 /// How often resident memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// How long memory is followed after the readers are done.
@@ -35,8 +38,10 @@ async fn resident_bytes(client: &Client) -> Result<f64, String> {
         .ok_or_else(|| "no catalog_process_resident_memory_bytes in /metrics".to_string())
 }
 
-/// Reads one whole collection; `slow` pauses after every chunk. Returns the bytes read.
+/// Reads one whole collection; `slow` pauses after every chunk and hangs up after
+/// [`SLOW_READ_FOR`]. Returns the bytes read.
 async fn read_whole(client: &Client, kind: Kind, slow: bool) -> Result<u64, String> {
+    let started = Instant::now();
     let (path, accept) = match kind {
         Kind::List => (format!("{BASE}/catalogimages"), "application/json"),
         Kind::Table => (format!("{BASE}/catalogimages"), TABLE_ACCEPT),
@@ -77,6 +82,9 @@ async fn read_whole(client: &Client, kind: Kind, slow: bool) -> Result<u64, Stri
             }
         }
         if slow {
+            if started.elapsed() > SLOW_READ_FOR {
+                return Ok(length);
+            }
             tokio::time::sleep(SLOW_CHUNK_PAUSE).await;
         }
     }

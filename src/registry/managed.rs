@@ -24,6 +24,11 @@ const SERVER_METADATA: [&str; 9] = [
     "resourceVersion",
 ];
 
+/// Update entries kept at most (fieldmanager's DefaultMaxUpdateManagers); older ones are
+/// folded into one entry of this name.
+const MAX_UPDATE_MANAGERS: usize = 10;
+const ANCIENT_CHANGES: &str = "ancient-changes";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Operation {
     Apply,
@@ -142,6 +147,7 @@ impl Managers {
     /// and name. None when nobody owns anything.
     pub fn encode(mut self) -> Option<Vec<ManagedFieldsEntry>> {
         self.0.retain(|m| !m.fields.is_empty());
+        self.cap_updates();
         if self.0.is_empty() {
             return None;
         }
@@ -166,6 +172,66 @@ impl Managers {
                 })
                 .collect(),
         )
+    }
+
+    /// At most [`MAX_UPDATE_MANAGERS`] Update entries: the oldest are folded, per API version,
+    /// into one `ancient-changes` entry, as fieldmanager's capmanagers.go does (the oldest
+    /// becomes the bucket when the second oldest is folded into it; the bucket takes the time
+    /// of the last entry folded in).
+    fn cap_updates(&mut self) {
+        let updates = |m: &Manager| m.operation == Operation::Update;
+        let mut count = self.0.iter().filter(|m| updates(m)).count();
+        if count <= MAX_UPDATE_MANAGERS {
+            return;
+        }
+        let mut oldest_first: Vec<usize> =
+            (0..self.0.len()).filter(|&i| updates(&self.0[i])).collect();
+        oldest_first.sort_by_key(|&i| {
+            let m = &self.0[i];
+            (
+                m.time.as_ref().map_or(0, |t| t.0.as_second()),
+                m.name.clone(),
+            )
+        });
+        let mut first_of_version: Vec<(String, usize)> = Vec::new();
+        let mut folded = vec![false; self.0.len()];
+        for i in oldest_first {
+            if count <= MAX_UPDATE_MANAGERS {
+                break;
+            }
+            let version = self.0[i].api_version.clone();
+            let Some(&(_, first)) = first_of_version.iter().find(|(v, _)| *v == version) else {
+                first_of_version.push((version, i));
+                continue;
+            };
+            let bucket = self
+                .0
+                .iter()
+                .position(|m| {
+                    m.name == ANCIENT_CHANGES
+                        && updates(m)
+                        && m.subresource.is_empty()
+                        && m.api_version == version
+                })
+                .unwrap_or_else(|| {
+                    self.0[first].name = ANCIENT_CHANGES.into();
+                    self.0[first].subresource = String::new();
+                    first
+                });
+            if bucket == i {
+                continue;
+            }
+            let (fields, time) = (self.0[i].fields.clone(), self.0[i].time.clone());
+            self.0[bucket].fields = self.0[bucket].fields.union(&fields);
+            self.0[bucket].time = time;
+            folded[i] = true;
+            count -= 1;
+        }
+        let mut index = 0;
+        self.0.retain(|_| {
+            index += 1;
+            !folded[index - 1]
+        });
     }
 
     /// The entry of `writer` for `operation`, created empty if it has none.

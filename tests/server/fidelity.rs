@@ -332,6 +332,76 @@ fn client_side_apply_migrates_to_server_side_apply() {
     assert_eq!(object["spec"]["registryUrl"], "quay.io/automotive/cs9:one");
 }
 
+/// fieldmanager's capmanagers.go: at most ten Update managers; the oldest fold into
+/// `ancient-changes`.
+#[test]
+fn the_eleventh_update_manager_folds_the_oldest_into_ancient_changes() {
+    let server = Server::start();
+    server
+        .kubectl_with_stdin(
+            &["apply", "-f", "-"],
+            Some(&image_yaml("cap", "one", "cs9", "x86_64", "")),
+        )
+        .success();
+    // With kubectl-client-side-apply, eleven more: twelve Update managers in all.
+    for i in 0..11 {
+        server
+            .kubectl(&[
+                "label",
+                "cimg",
+                "one",
+                "-n",
+                "cap",
+                &format!("l{i:02}=x"),
+                &format!("--field-manager=m{i:02}"),
+            ])
+            .success();
+    }
+    let out = server
+        .kubectl(&[
+            "get",
+            "cimg",
+            "one",
+            "-n",
+            "cap",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ])
+        .success();
+    let object: Value = serde_json::from_str(&out).unwrap();
+    let entries = object["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(entries.len(), 10, "{entries:#?}");
+    let ancient: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["manager"] == "ancient-changes")
+        .collect();
+    assert_eq!(ancient.len(), 1, "{entries:#?}");
+    assert_eq!(ancient[0]["operation"], "Update");
+    // The tenth label folded the two oldest (the creator, m00) into the bucket, the eleventh
+    // folded m01 into it; the newest nine are there by name.
+    let mut names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["manager"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let mut expected = vec!["ancient-changes".to_string()];
+    expected.extend((2..11).map(|i| format!("m{i:02}")));
+    assert_eq!(names, expected);
+    let fields = &ancient[0]["fieldsV1"];
+    let labels = &fields["f:metadata"]["f:labels"];
+    assert!(
+        labels.get("f:l00").is_some() && labels.get("f:l01").is_some(),
+        "{}",
+        ancient[0]
+    );
+    assert!(
+        fields["f:spec"].get("f:registryUrl").is_some(),
+        "the creator's fields: {}",
+        ancient[0]
+    );
+}
+
 #[test]
 fn apply_requests_are_checked() {
     let server = Server::start();
