@@ -380,21 +380,75 @@ fn merge(live: &Value, config: &Value, shape: &Shape) -> Value {
             Value::Array(config_items),
             Shape::List(list_type, item_shape),
         ) if *list_type != ListType::Atomic => {
-            let mut merged = live_items.clone();
-            for item in config_items {
-                let step = item_step(list_type, item);
-                match merged
-                    .iter_mut()
-                    .find(|old| item_step(list_type, old) == step)
-                {
-                    Some(old) => *old = merge(old, item, item_shape),
-                    None => merged.push(item.clone()),
-                }
-            }
-            Value::Array(merged)
+            Value::Array(merge_items(live_items, config_items, list_type, item_shape))
         }
         _ => config.clone(),
     }
+}
+
+/// The items of a set or keyed list after an apply, ordered as structured-merge-diff orders
+/// them (`typed/merge.go`, `visitListItems`): items both lists have come in the applied
+/// order, each merged with its live self; live items the apply does not name keep their
+/// place among them; new items come where the apply puts them.
+fn merge_items(
+    live: &[Value],
+    config: &[Value],
+    list_type: &ListType,
+    shape: &Shape,
+) -> Vec<Value> {
+    let live_steps: Vec<Option<Step>> = live.iter().map(|i| item_step(list_type, i)).collect();
+    let config_steps: Vec<Option<Step>> = config.iter().map(|i| item_step(list_type, i)).collect();
+    let live_item =
+        |step: &Option<Step>| live_steps.iter().position(|s| s == step).map(|i| &live[i]);
+    let in_config = |step: &Option<Step>| config_steps.contains(step);
+    // The items both have, in the applied order: the next one due is at the front.
+    let mut shared = config_steps
+        .iter()
+        .filter(|s| live_steps.contains(s))
+        .peekable();
+    let mut placed: Vec<&Option<Step>> = Vec::new();
+    let mut merged = Vec::with_capacity(live.len().max(config.len()));
+    let (mut l, mut c) = (0, 0);
+    while l < live.len() || c < config.len() {
+        if l < live.len() && c < config.len() {
+            if live_steps[l] == config_steps[c] {
+                merged.push(merge(&live[l], &config[c], shape));
+                placed.push(&config_steps[c]);
+                shared.next();
+                (l, c) = (l + 1, c + 1);
+                continue;
+            }
+            if in_config(&live_steps[l])
+                && shared.peek().is_some_and(|next| **next != live_steps[l])
+            {
+                l += 1; // a shared item that is not due yet: it comes in the applied order
+                continue;
+            }
+        }
+        if l < live.len() {
+            if !in_config(&live_steps[l]) {
+                merged.push(live[l].clone());
+                l += 1;
+                continue;
+            }
+            if placed.contains(&&live_steps[l]) {
+                l += 1;
+            }
+        }
+        if c < config.len() {
+            let step = &config_steps[c];
+            merged.push(match live_item(step) {
+                Some(old) => merge(old, &config[c], shape),
+                None => config[c].clone(),
+            });
+            placed.push(step);
+            if shared.peek().is_some_and(|next| *next == step) {
+                shared.next();
+            }
+            c += 1;
+        }
+    }
+    merged
 }
 
 fn matches_step(value: &Value, step: &Step) -> bool {
@@ -493,6 +547,31 @@ mod tests {
         let conflicts = apply(managers, &live, &base, &writer("a"), false, &now()).unwrap_err();
         assert_eq!(conflicts[0].path, ".spec.registryUrl");
         assert_eq!(conflicts[0].manager, "\"b\"");
+    }
+
+    #[test]
+    fn applied_lists_take_the_applied_order() {
+        let names =
+            |list: &[&str]| -> Vec<Value> { list.iter().map(|n| json!({"name": n})).collect() };
+        let shape = Shape::Struct(Default::default());
+        let cases: [(&[&str], &[&str], &[&str]); 5] = [
+            // Reordered by the apply.
+            (&["a", "b", "c"], &["c", "b", "a"], &["c", "b", "a"]),
+            // Live-only items keep their place; new ones come where applied.
+            (&["a", "x", "b"], &["b", "a"], &["x", "b", "a"]),
+            (&["a", "b"], &["a", "n", "b"], &["a", "n", "b"]),
+            (&["x", "a"], &["n"], &["x", "a", "n"]),
+            (&[], &["a", "b"], &["a", "b"]),
+        ];
+        for (live, config, expected) in cases {
+            let merged = merge_items(
+                &names(live),
+                &names(config),
+                &ListType::Map(vec!["name".into()]),
+                &shape,
+            );
+            assert_eq!(merged, names(expected), "{live:?} + {config:?}");
+        }
     }
 
     #[test]
