@@ -21,6 +21,12 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::server::tls::ServingCertificate;
 
+/// mimalloc gives freed memory back to the system where glibc's malloc keeps it in its
+/// arenas: after a round of whole-collection reads, resident memory returns within the minute
+/// (measured in BENCHMARKS.md, "Memory of whole-collection readers").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,
