@@ -31,7 +31,11 @@ async fn watch_events(http: &Http, query: &str) -> Vec<Value> {
     String::from_utf8(body)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| {
+            // `type` first, as kube-apiserver writes events: some clients read it off the start.
+            assert!(l.starts_with(r#"{"type":""#), "{l}");
+            serde_json::from_str(l).unwrap()
+        })
         .collect()
 }
 
