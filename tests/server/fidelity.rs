@@ -126,24 +126,27 @@ fn managers(object: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `kubectl get` of an entry as JSON, managedFields included.
+fn get_with_managed_fields(server: &Server, namespace: &str, name: &str) -> Value {
+    let out = server
+        .kubectl(&[
+            "get",
+            "cimg",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ])
+        .success();
+    serde_json::from_str(&out).unwrap()
+}
+
 #[test]
 fn server_side_apply_with_kubectl_owns_fields_and_reports_conflicts() {
     let server = Server::start();
-    let get = |name: &str| -> Value {
-        let out = server
-            .kubectl(&[
-                "get",
-                "cimg",
-                name,
-                "-n",
-                "ssa",
-                "-o",
-                "json",
-                "--show-managed-fields",
-            ])
-            .success();
-        serde_json::from_str(&out).unwrap()
-    };
+    let get = |name: &str| get_with_managed_fields(&server, "ssa", name);
     let alice = image_yaml("ssa", "one", "cs9", "x86_64", "tier: gold");
     let out = server
         .kubectl_with_stdin(
@@ -279,19 +282,7 @@ fn client_side_apply_migrates_to_server_side_apply() {
         Some(&manifest),
     );
     assert!(output.ok && output.stderr.is_empty(), "{}", output.stderr);
-    let out = server
-        .kubectl(&[
-            "get",
-            "cimg",
-            "one",
-            "-n",
-            "migrate",
-            "-o",
-            "json",
-            "--show-managed-fields",
-        ])
-        .success();
-    let object: Value = serde_json::from_str(&out).unwrap();
+    let object = get_with_managed_fields(&server, "migrate", "one");
     // As kube-apiserver leaves them: kubectl owns what it applies, kubectl-last-applied the
     // annotation; the client-side manager is gone.
     assert_eq!(
@@ -357,19 +348,7 @@ fn the_eleventh_update_manager_folds_the_oldest_into_ancient_changes() {
             ])
             .success();
     }
-    let out = server
-        .kubectl(&[
-            "get",
-            "cimg",
-            "one",
-            "-n",
-            "cap",
-            "-o",
-            "json",
-            "--show-managed-fields",
-        ])
-        .success();
-    let object: Value = serde_json::from_str(&out).unwrap();
+    let object = get_with_managed_fields(&server, "cap", "one");
     let entries = object["metadata"]["managedFields"].as_array().unwrap();
     assert_eq!(entries.len(), 10, "{entries:#?}");
     let ancient: Vec<&Value> = entries
