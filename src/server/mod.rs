@@ -393,51 +393,15 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%remote, error = %e, "TCP_NODELAY not set");
         }
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let builder = builder.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-            let mut handshake_stop = stop.clone();
-            let tls = tokio::select! {
-                tls = handshake => match tls {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
-                },
-                _ = slot.should_close(&mut handshake_stop) => return,
-            };
-            let peer = Peer {
-                chain: Arc::new(
-                    tls.get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
-                        .unwrap_or_default(),
-                ),
-                verdicts: Arc::default(),
-            };
-            let service_slot = slot.clone();
-            let service =
-                service_fn(move |mut request: Request<Incoming>| {
-                    let app = app.clone();
-                    let peer = peer.clone();
-                    let busy = service_slot.busy();
-                    // A WebSocket outlives its request: it keeps the connection busy itself.
-                    request.extensions_mut().insert(service_slot.clone());
-                    async move {
-                        let (response, unread) = app.handle(request, peer).await;
-                        Ok::<_, std::convert::Infallible>(response.map(|body| {
-                            BodyExt::boxed(response::Tracked::new(body, (busy, unread)))
-                        }))
-                    }
-                });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(e) = slot.drive(connection, stop).await {
-                tracing::debug!(%remote, error = %e, "connection ended");
-            }
-        });
+        tokio::spawn(serve_connection(
+            tcp,
+            remote,
+            slot,
+            acceptor.clone(),
+            app.clone(),
+            builder.clone(),
+            stop.clone(),
+        ));
     }
     tracing::info!("no longer accepting connections; draining");
     drop(listener);
@@ -446,5 +410,55 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("connections still open after {drain:?}; closing them");
+    }
+}
+
+/// One connection, from its TLS handshake to its end, in its place among the open ones.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+    slot: Arc<Slot>,
+    acceptor: TlsAcceptor,
+    app: Arc<App>,
+    builder: auto::Builder<TokioExecutor>,
+    stop: signal::Receiver<bool>,
+) {
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+    let mut handshake_stop = stop.clone();
+    let tls = tokio::select! {
+        tls = handshake => match tls {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
+        },
+        _ = slot.should_close(&mut handshake_stop) => return,
+    };
+    let peer = Peer {
+        chain: Arc::new(
+            tls.get_ref()
+                .1
+                .peer_certificates()
+                .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+        ),
+        verdicts: Arc::default(),
+    };
+    let service_slot = slot.clone();
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        let app = app.clone();
+        let peer = peer.clone();
+        let busy = service_slot.busy();
+        // A WebSocket outlives its request: it keeps the connection busy itself.
+        request.extensions_mut().insert(service_slot.clone());
+        async move {
+            let (response, unread) = app.handle(request, peer).await;
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| BodyExt::boxed(response::Tracked::new(body, (busy, unread)))),
+            )
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    if let Err(e) = slot.drive(connection, stop).await {
+        tracing::debug!(%remote, error = %e, "connection ended");
     }
 }
