@@ -110,14 +110,15 @@ impl DeleteOptions {
 }
 
 impl Registry {
-    /// Deletes one object; returns its last state.
+    /// Deletes one object; returns its last state, and whether it is gone (not kept by
+    /// finalizers).
     pub async fn delete(
         &self,
         namespace: &str,
         name: &str,
         options: &DeleteOptions,
         dry_run: bool,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<(Bytes, bool), ApiError> {
         let current = self.get(namespace, name)?;
         let image = decode_stored(&current.value)?;
         if let Some(pre) = &options.preconditions {
@@ -141,17 +142,20 @@ impl Registry {
             }
         }
         if dry_run || options.dry_run.iter().any(|d| d == "All") {
-            return Ok(current.value);
+            return Ok((current.value, true));
         }
         let Some(op) = self.delete_op(&current, options)? else {
-            return Ok(current.value);
+            return Ok((current.value, false));
         };
         let changes = self
             .store
             .write(vec![op])
             .await
             .map_err(|e| write_error(e, name))?;
-        Ok(changes[0].value.clone().unwrap_or(current.value))
+        Ok(match &changes[0].value {
+            Some(kept) => (kept.clone(), false),
+            None => (current.value, true),
+        })
     }
 
     /// The write that deletes `item`: removal, or for an object that keeps finalizers (its

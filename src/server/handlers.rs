@@ -569,11 +569,17 @@ pub async fn delete(
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let options = delete_options(query, body)?;
-    let object = app
+    let (object, gone) = app
         .registry
         .delete(namespace, name, &options, query.dry_run()?)
         .await?;
-    object_response(headers, query, StatusCode::OK, object)
+    // 202 for an entry kept for its dependents' deletion when asked with the deprecated
+    // orphanDependents=false, as endpoints/handlers/delete.go answers (and only then).
+    let code = match (gone, options.orphan_dependents) {
+        (false, Some(false)) => StatusCode::ACCEPTED,
+        _ => StatusCode::OK,
+    };
+    object_response(headers, query, code, object)
 }
 
 pub async fn delete_collection(

@@ -114,6 +114,17 @@ fn orphan_and_foreground_deletes_wait_for_the_garbage_collector() {
             .success();
         assert_eq!(get(&http, "parent-deprecated").await.0, 404);
 
+        // The deprecated orphanDependents=false on an entry its own finalizer keeps: 202.
+        let kept = json!({"apiVersion": "catalog.automotive.io/v1alpha1", "kind": "CatalogImage",
+            "metadata": {"name": "kept", "namespace": NAMESPACE, "finalizers": ["example.com/hold"]},
+            "spec": {"registryUrl": "quay.io/automotive/cs9:kept"}});
+        let collection = format!("{BASE}/namespaces/{NAMESPACE}/catalogimages");
+        assert_eq!(http.request("POST", &collection, "application/json", &kept.to_string()).await.0, 201);
+        let options = json!({"kind": "DeleteOptions", "apiVersion": "v1", "orphanDependents": false});
+        let (code, answer) = http.request("DELETE", &path("kept"), "application/json", &options.to_string()).await;
+        assert_eq!(code, 202, "{answer}");
+        assert_eq!(answer["metadata"]["finalizers"], json!(["example.com/hold"]));
+
         // Background, the default, deletes at once.
         apply(&server, "parent-background", "");
         server.kubectl(&["delete", "catalogimage", "parent-background", "-n", NAMESPACE]).success();
