@@ -20,10 +20,10 @@ const INITIAL_PAGE: usize = 500;
 
 #[derive(Debug)]
 pub enum WatchEvent {
-    /// An object's bytes and the revision they carry.
-    Added(Bytes, u64),
-    Modified(Bytes, u64),
-    Deleted(Bytes, u64),
+    /// An object's bytes, carrying the revision of the event in their resourceVersion.
+    Added(Bytes),
+    Modified(Bytes),
+    Deleted(Bytes),
     /// Progress up to this revision; `initial_events_end` marks the end of the initial events.
     Bookmark {
         revision: u64,
@@ -147,7 +147,7 @@ impl WatchStream {
             match &mut self.state {
                 State::Initial { cursor, buffered } => {
                     if let Some(item) = buffered.pop_front() {
-                        return Ok(WatchEvent::Added(item.value, item.revision));
+                        return Ok(WatchEvent::Added(item.value));
                     }
                     match cursor.take() {
                         Some(at) => {
@@ -189,16 +189,11 @@ impl WatchStream {
         let now = change.value.is_some() && selector.matches(&change.indexes);
         let before = change.prev_value.is_some() && selector.matches(&change.prev_indexes);
         Ok(match (before, now, &change.value, &change.prev_value) {
-            (false, true, Some(value), _) => {
-                Some(WatchEvent::Added(value.clone(), change.revision))
+            (false, true, Some(value), _) => Some(WatchEvent::Added(value.clone())),
+            (true, true, Some(value), _) => Some(WatchEvent::Modified(value.clone())),
+            (true, false, _, Some(prev)) => {
+                Some(WatchEvent::Deleted(at_revision(prev, change.revision)?))
             }
-            (true, true, Some(value), _) => {
-                Some(WatchEvent::Modified(value.clone(), change.revision))
-            }
-            (true, false, _, Some(prev)) => Some(WatchEvent::Deleted(
-                at_revision(prev, change.revision)?,
-                change.revision,
-            )),
             _ => None,
         })
     }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::App;
 use super::connections::Slot;
-use super::negotiate::{encoding, output, wants_aggregated_discovery};
+use super::negotiate::{Encoding, Output, encoding, output, wants_aggregated_discovery};
 use super::query::Query;
 use super::render;
 use super::response::{Body, encoded, full, json, streamed, with_warnings};
@@ -135,14 +135,9 @@ pub fn get(
     namespace: &str,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let (format, encoding) = output(accept(headers), query.get("includeObject"), false)?;
+    let form = response_form(headers, query)?;
     let item = app.registry.get(namespace, name)?;
-    Ok(
-        match render::object(format, &item.value, &item.revision.to_string(), true)? {
-            None => encoded(StatusCode::OK, encoding, item.value),
-            Some(rendered) => encoded(StatusCode::OK, encoding, rendered),
-        },
-    )
+    object_response(form, StatusCode::OK, item.value)
 }
 
 pub fn list_query(namespace: Option<String>, query: &Query) -> Result<ListQuery, ApiError> {
@@ -390,37 +385,29 @@ fn invalid_option(field: &'static str, why: &str) -> ApiError {
     error
 }
 
-/// An object a write returns, in the form the client asked for (a full object, a Table row,
-/// or PartialObjectMetadata, as the garbage collector's metadata client asks), as
-/// kube-apiserver transforms every response object.
+/// The form the client asked for its answer: a full object, a Table, or
+/// PartialObjectMetadata (as the garbage collector's metadata client asks), in JSON or YAML.
+/// Negotiated before anything is done, so that a write is never made and then refused a 406.
+fn response_form(headers: &HeaderMap, query: &Query) -> Result<(Output, Encoding), ApiError> {
+    output(accept(headers), query.get("includeObject"), false)
+}
+
+/// An object in the negotiated form, as kube-apiserver transforms every response object.
 fn object_response(
-    headers: &HeaderMap,
-    query: &Query,
+    (format, encoding): (Output, Encoding),
     code: StatusCode,
     object: Bytes,
 ) -> Result<Response<Body>, ApiError> {
-    let (format, encoding) = output(accept(headers), query.get("includeObject"), false)?;
-    let revision = serde_json::from_slice::<Value>(&object)
-        .ok()
-        .and_then(|o| {
-            o["metadata"]["resourceVersion"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    Ok(match render::object(format, &object, &revision, true)? {
-        None => encoded(code, encoding, object),
-        Some(rendered) => encoded(code, encoding, rendered),
-    })
+    let rendered = render::object(format, &object, true)?;
+    Ok(encoded(code, encoding, rendered.unwrap_or(object)))
 }
 
 fn written(
-    headers: &HeaderMap,
-    query: &Query,
+    form: (Output, Encoding),
     code: StatusCode,
     written: Written,
 ) -> Result<Response<Body>, ApiError> {
-    let response = object_response(headers, query, code, written.object)?;
+    let response = object_response(form, code, written.object)?;
     Ok(with_warnings(response, &written.warnings))
 }
 
@@ -456,6 +443,7 @@ pub async fn create(
     namespace: &str,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
+    let form = response_form(headers, query)?;
     let body = json_body(headers, body)?;
     let result = app
         .registry
@@ -465,7 +453,7 @@ pub async fn create(
             &write_options(app, identity, headers, query)?,
         )
         .await?;
-    written(headers, query, StatusCode::CREATED, result)
+    written(form, StatusCode::CREATED, result)
 }
 
 pub async fn update(
@@ -478,6 +466,7 @@ pub async fn update(
     status: bool,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
+    let form = response_form(headers, query)?;
     let body = json_body(headers, body)?;
     let result = app
         .registry
@@ -489,7 +478,7 @@ pub async fn update(
             &write_options(app, identity, headers, query)?,
         )
         .await?;
-    written(headers, query, StatusCode::OK, result)
+    written(form, StatusCode::OK, result)
 }
 
 pub async fn patch(
@@ -502,6 +491,7 @@ pub async fn patch(
     status: bool,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
+    let form = response_form(headers, query)?;
     let write = write_options(app, identity, headers, query)?;
     let force = query
         .get("force")
@@ -523,7 +513,7 @@ pub async fn patch(
                 .registry
                 .apply(namespace, name, status, body, &options)
                 .await?;
-            return written(headers, query, StatusCode::OK, result);
+            return written(form, StatusCode::OK, result);
         }
         "application/json-patch+json" => PatchKind::Json,
         "application/merge-patch+json" => PatchKind::Merge,
@@ -544,7 +534,7 @@ pub async fn patch(
         .registry
         .patch(namespace, name, status, kind, body, &write)
         .await?;
-    written(headers, query, StatusCode::OK, result)
+    written(form, StatusCode::OK, result)
 }
 
 /// DeleteOptions from the body, with the query's `propagationPolicy` and `orphanDependents`
@@ -568,6 +558,7 @@ pub async fn delete(
     name: &str,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
+    let form = response_form(headers, query)?;
     let options = delete_options(query, body)?;
     let (object, gone) = app
         .registry
@@ -579,7 +570,7 @@ pub async fn delete(
         (false, Some(false)) => StatusCode::ACCEPTED,
         _ => StatusCode::OK,
     };
-    object_response(headers, query, code, object)
+    object_response(form, code, object)
 }
 
 pub async fn delete_collection(

@@ -157,20 +157,32 @@ fn to_bytes(value: &impl Serialize) -> Result<Bytes, ApiError> {
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// One object in `format` (a get, or a watch event's object); `columns` as for [`table`].
-/// `None` for plain JSON, which is served as stored.
-pub fn object(
-    format: Output,
-    bytes: &Bytes,
-    resource_version: &str,
-    columns: bool,
-) -> Result<Option<Bytes>, ApiError> {
+/// The resourceVersion stored bytes carry (every object this server stores or sends has one).
+fn resource_version(bytes: &[u8]) -> Result<&str, ApiError> {
+    #[derive(Deserialize)]
+    struct Object<'a> {
+        #[serde(borrow)]
+        metadata: Metadata<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Metadata<'a> {
+        #[serde(rename = "resourceVersion", default)]
+        resource_version: &'a str,
+    }
+    let object: Object = serde_json::from_slice(bytes).map_err(undecodable)?;
+    Ok(object.metadata.resource_version)
+}
+
+/// One object in `format` (a get, a write's answer, or a watch event's object); a Table of
+/// it carries the object's resourceVersion; `columns` as for [`table`]. `None` for plain
+/// JSON, which is served as stored.
+pub fn object(format: Output, bytes: &Bytes, columns: bool) -> Result<Option<Bytes>, ApiError> {
     match format {
         Output::Json => Ok(None),
         Output::Table(include) => table(
             std::slice::from_ref(bytes),
             include,
-            resource_version,
+            resource_version(bytes)?,
             None,
             columns,
         )

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
@@ -30,10 +30,8 @@ fn bookmark(revision: u64, initial_events_end: bool) -> Bytes {
     if initial_events_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    line(
-        "BOOKMARK",
-        &json!({"kind": KIND, "apiVersion": API_VERSION, "metadata": metadata}),
-    )
+    let object = json!({"kind": KIND, "apiVersion": API_VERSION, "metadata": metadata});
+    line("BOOKMARK", object.to_string().as_bytes())
 }
 
 /// Encodes events in the watch's format; Table events carry column definitions only once.
@@ -43,29 +41,27 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn event(&mut self, kind: &str, object: &Bytes, revision: u64) -> Result<Bytes, String> {
+    fn event(&mut self, kind: &str, object: &Bytes) -> Result<Bytes, String> {
         let rendered = match self.format {
             Output::Json => None,
             format => {
                 let rendered =
-                    render::object(format, object, &revision.to_string(), !self.columns_sent)
-                        .map_err(|e| e.message)?;
+                    render::object(format, object, !self.columns_sent).map_err(|e| e.message)?;
                 self.columns_sent = true;
                 rendered
             }
         };
-        let object = rendered.as_ref().unwrap_or(object);
-        let mut line = format!(r#"{{"type":"{kind}","object":"#).into_bytes();
-        line.extend_from_slice(object);
-        line.extend_from_slice(b"}\n");
-        Ok(Bytes::from(line))
+        Ok(line(kind, rendered.as_ref().unwrap_or(object)))
     }
 }
 
 /// One event line, `type` first as kube-apiserver writes it (clients may read the type off
-/// the start of the line).
-fn line(kind: &str, object: &Value) -> Bytes {
-    Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
+/// the start of the line), around the object's JSON.
+fn line(kind: &str, object: &[u8]) -> Bytes {
+    let mut line = format!(r#"{{"type":"{kind}","object":"#).into_bytes();
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
 }
 
 /// A watch served as a streamed response body (HTTP/1.1 chunked or HTTP/2 data frames).
@@ -100,13 +96,13 @@ pub fn events(
         loop {
             let chunk = tokio::select! {
                 event = stream.next() => match event {
-                    Ok(WatchEvent::Added(o, rv)) => encoder.event("ADDED", &o, rv),
-                    Ok(WatchEvent::Modified(o, rv)) => encoder.event("MODIFIED", &o, rv),
-                    Ok(WatchEvent::Deleted(o, rv)) => encoder.event("DELETED", &o, rv),
+                    Ok(WatchEvent::Added(o)) => encoder.event("ADDED", &o),
+                    Ok(WatchEvent::Modified(o)) => encoder.event("MODIFIED", &o),
+                    Ok(WatchEvent::Deleted(o)) => encoder.event("DELETED", &o),
                     Ok(WatchEvent::Bookmark { revision, initial_events_end }) => Ok(bookmark(revision, initial_events_end)),
                     Err(e) => {
                         // The watch cannot go on (history compacted, watcher too slow): say why, then end.
-                        let _ = sender.send(line("ERROR", &e.to_status())).await;
+                        let _ = sender.send(line("ERROR", e.to_status().to_string().as_bytes())).await;
                         return;
                     }
                 },

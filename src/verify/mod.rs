@@ -164,7 +164,7 @@ impl Verifier {
                 let due_now = next_due.is_some_and(|at| at <= Instant::now());
                 tokio::select! {
                     event = events.next() => match event {
-                        Ok(WatchEvent::Added(bytes, _) | WatchEvent::Modified(bytes, _)) => {
+                        Ok(WatchEvent::Added(bytes) | WatchEvent::Modified(bytes)) => {
                             if let Ok(image) = decode_stored(&bytes) {
                                 let key = key_of(&image);
                                 if !schedule.in_flight.contains(&key) {
@@ -172,7 +172,7 @@ impl Verifier {
                                 }
                             }
                         }
-                        Ok(WatchEvent::Deleted(bytes, _)) => {
+                        Ok(WatchEvent::Deleted(bytes)) => {
                             if let Ok(image) = decode_stored(&bytes) {
                                 schedule.forget(&key_of(&image));
                             }
