@@ -234,6 +234,8 @@ pub fn list(
 pub struct ListPieces {
     format: Output,
     encoding: Encoding,
+    /// `rows` for a Table, else `items`.
+    array: &'static str,
     now: jiff::Timestamp,
     head: Vec<u8>,
     tail: Vec<u8>,
@@ -273,6 +275,7 @@ impl ListPieces {
         Ok(ListPieces {
             format,
             encoding,
+            array,
             now: jiff::Timestamp::now(),
             head: head.into_bytes(),
             tail: tail.into_bytes(),
@@ -303,12 +306,7 @@ impl ListPieces {
                 }
                 Encoding::Yaml => {
                     if self.written == 0 {
-                        let array = if matches!(self.format, Output::Table(_)) {
-                            "rows"
-                        } else {
-                            "items"
-                        };
-                        out.extend_from_slice(format!("{array}:\n").as_bytes());
+                        out.extend_from_slice(format!("{}:\n", self.array).as_bytes());
                     }
                     for (i, line) in yaml(item)?.lines().enumerate() {
                         out.extend_from_slice(if i == 0 { b"- " } else { b"  " });
@@ -324,14 +322,13 @@ impl ListPieces {
 
     pub fn tail(&self) -> Bytes {
         match (self.encoding, self.written) {
-            (Encoding::Yaml, 0) => {
-                let array = if matches!(self.format, Output::Table(_)) {
-                    "rows"
-                } else {
-                    "items"
-                };
-                Bytes::from([format!("{array}: []\n").into_bytes(), self.tail.clone()].concat())
-            }
+            (Encoding::Yaml, 0) => Bytes::from(
+                [
+                    format!("{}: []\n", self.array).into_bytes(),
+                    self.tail.clone(),
+                ]
+                .concat(),
+            ),
             _ => Bytes::copy_from_slice(&self.tail),
         }
     }
