@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod certs;
 mod import;
+mod kube_errors;
 mod observe;
 mod registry;
 mod server;
@@ -429,8 +430,12 @@ async fn import_entries(args: Import) -> Result<(), String> {
     } else {
         " (dry run: nothing written; --apply to write)"
     };
+    let not_imported = match summary.not_imported {
+        0 => String::new(),
+        n => format!(", {n} fields not imported (named above)"),
+    };
     println!(
-        "created {}, updated {}, unchanged {}, failed {}{mode}",
+        "created {}, updated {}, unchanged {}, failed {}{not_imported}{mode}",
         summary.created, summary.updated, summary.unchanged, summary.failed
     );
     if summary.failed > 0 {

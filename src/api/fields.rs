@@ -6,11 +6,13 @@ use super::types::CatalogImage;
 
 /// The fields a field selector may name, in the order an index is preferred when a selector
 /// has several equalities (the most selective first).
-pub const SELECTABLE_FIELDS: [&str; 12] = [
+pub const SELECTABLE_FIELDS: [&str; 14] = [
     "metadata.name",
     "spec.digest",
+    "status.sourceImageBuild",
     "spec.registryUrl",
     "spec.tags",
+    "spec.builderImage",
     "spec.metadata.distro",
     "spec.metadata.targets",
     "spec.metadata.exportFormat",
@@ -20,6 +22,20 @@ pub const SELECTABLE_FIELDS: [&str; 12] = [
     "status.phase",
     "metadata.namespace",
 ];
+
+/// Fields indexed only where they are set, which saves an index entry per object for fields
+/// most objects leave unset; an equality with "" on them cannot be answered from the index.
+const INDEXED_WHEN_SET: [&str; 4] = [
+    "spec.tags",
+    "spec.metadata.targets",
+    "spec.builderImage",
+    "status.sourceImageBuild",
+];
+
+/// Whether the index holds every object with `value` in `field`.
+pub fn index_answers(field: &str, value: &str) -> bool {
+    !value.is_empty() || !INDEXED_WHEN_SET.contains(&field)
+}
 
 /// Label pairs are indexed under this prefix followed by the label key.
 pub const LABEL_PREFIX: &str = "label:";
@@ -41,8 +57,9 @@ pub fn normalise_selector_value<'a>(field: &str, value: &'a str) -> &'a str {
     }
 }
 
-/// Every (field or label, value) pair of an object. Single-valued fields are always present
-/// (empty when unset), as field selectors on an unset field compare against "".
+/// Every (field or label, value) pair of an object. Single-valued fields are present even when
+/// unset (empty), as field selectors on an unset field compare against "", except those
+/// `INDEXED_WHEN_SET`.
 pub fn index_values(image: &CatalogImage) -> Vec<(String, String)> {
     let meta = &image.metadata;
     let spec = &image.spec;
@@ -102,6 +119,16 @@ pub fn index_values(image: &CatalogImage) -> Vec<(String, String)> {
                 .iter()
                 .map(|t| ("spec.metadata.targets".to_string(), t.name.clone())),
         );
+    }
+    if let Some(builder) = &spec.builder_image {
+        pairs.push(("spec.builderImage".to_string(), builder.clone()));
+    }
+    let source = image
+        .status
+        .as_ref()
+        .and_then(|s| s.source_image_build.as_ref());
+    if let Some(source) = source {
+        pairs.push(("status.sourceImageBuild".to_string(), source.clone()));
     }
     for (key, value) in meta.labels.iter().flatten() {
         pairs.push((format!("{LABEL_PREFIX}{key}"), value.clone()));

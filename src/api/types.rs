@@ -65,6 +65,10 @@ pub struct CatalogImageSpec {
     /// What the image was built as and for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<ImageMetadata>,
+    /// The automotive-image-builder helper image that built this image, kept here so that the
+    /// helper is retained (not garbage-collected) while an entry names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder_image: Option<String>,
 }
 
 /// A Secret in the same or, if the requesting user may read it, another namespace.
@@ -175,6 +179,38 @@ pub struct CatalogImageStatus {
     /// Consecutive failed verifications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_failures: Option<i32>,
+    /// When the image was published to the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<Time>,
+    /// The name of the ImageBuild (same namespace) that published this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_image_build: Option<String>,
+    /// Downloadable artifacts of the image (disk images, containers, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifact_refs: Vec<ArtifactReference>,
+    /// How many times the image has been accessed, as counted by its publisher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_count: Option<i64>,
+}
+
+/// A downloadable artifact of the image.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactReference {
+    /// Artifact type: qcow2, raw, vmdk, container, iso, ...
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Where to download it.
+    pub url: String,
+    /// Content digest to check the download against (sha256:...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Format details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
 }
 
 /// The lifecycle phase of an entry.
@@ -230,6 +266,14 @@ pub struct RegistryMetadata {
     /// All OCI annotations of the manifest.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The builder (helper) image references of every platform of the image, from the
+    /// `automotive.sdv.cloud.redhat.com/builder-image` manifest annotation or image config label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builder_images: Vec<String>,
+    /// Whether builderImages could be read from every platform: true with no builderImages
+    /// means the image names no helper; false means it is not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder_image_resolved: Option<bool>,
 }
 
 /// An OCI platform.

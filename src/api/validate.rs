@@ -45,10 +45,36 @@ const MIN_VERIFICATION_INTERVAL: Duration = Duration::from_secs(60);
 /// Fills in the defaults of the contract.
 pub fn default(image: &mut CatalogImage) {
     let spec = &mut image.spec;
+    unset_if_empty(&mut spec.builder_image);
+    if let Some(secret) = &mut spec.auth_secret_ref {
+        unset_if_empty(&mut secret.namespace);
+    }
     spec.verification_interval
         .get_or_insert_with(|| DEFAULT_VERIFICATION_INTERVAL.into());
     if let Some(metadata) = &mut spec.metadata {
+        for text in [
+            &mut metadata.architecture,
+            &mut metadata.os,
+            &mut metadata.variant,
+            &mut metadata.distro,
+            &mut metadata.distro_version,
+            &mut metadata.export_format,
+        ] {
+            unset_if_empty(text);
+        }
+        for target in &mut metadata.targets {
+            unset_if_empty(&mut target.notes);
+        }
         metadata.os.get_or_insert_with(|| "linux".into());
+    }
+}
+
+/// An empty optional string means unset: the automotive-dev-operator's CRD accepted "" in
+/// these fields (they have no pattern there), and generators write `variant: ""` for images
+/// without a CPU variant.
+fn unset_if_empty(value: &mut Option<String>) {
+    if value.as_deref() == Some("") {
+        *value = None;
     }
 }
 

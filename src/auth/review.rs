@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::Attributes;
 use super::cache::TtlCache;
 use super::identity::Identity;
+use crate::kube_errors::one_line;
 
 #[derive(Clone, Debug)]
 pub struct ReviewOptions {
@@ -68,7 +69,7 @@ impl Reviewer {
         let answer = api
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|e| format!("TokenReview: {e}"))?;
+            .map_err(|e| format!("TokenReview: {}", one_line(&e)))?;
         let status = answer.status.unwrap_or_default();
         let audience_ok = self.options.audiences.is_empty()
             || status
@@ -108,7 +109,7 @@ impl Reviewer {
         let answer = api
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|e| format!("SubjectAccessReview: {e}"))?;
+            .map_err(|e| format!("SubjectAccessReview: {}", one_line(&e)))?;
         let status = answer.status.unwrap_or_default();
         let decision = Decision {
             allowed: status.allowed && !status.denied.unwrap_or(false),

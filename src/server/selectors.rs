@@ -3,7 +3,9 @@
 
 use catalog_storage::IndexValues;
 
-use crate::api::fields::{LABEL_PREFIX, SELECTABLE_FIELDS, normalise_selector_value};
+use crate::api::fields::{
+    LABEL_PREFIX, SELECTABLE_FIELDS, index_answers, normalise_selector_value,
+};
 use crate::api::validate::{is_label_value, is_qualified_name};
 
 use super::status::ApiError;
@@ -48,7 +50,9 @@ impl Selector {
             if field == "metadata.namespace" {
                 continue; // answered by the key prefix
             }
-            if let Some(term) = self.fields.iter().find(|t| t.equal && t.field == field) {
+            let indexed =
+                |t: &&FieldTerm| t.equal && t.field == field && index_answers(field, &t.value);
+            if let Some(term) = self.fields.iter().find(indexed) {
                 return Some((term.field.clone(), term.value.clone()));
             }
         }
@@ -391,5 +395,11 @@ mod tests {
         );
         let selector = Selector::parse(Some("app=x"), Some("status.phase!=Failed")).unwrap();
         assert_eq!(selector.index(), Some(("label:app".into(), "x".into())));
+        // Objects without tags are not in the spec.tags index, so "" cannot be looked up there.
+        let selector = Selector::parse(None, Some("spec.tags=,status.phase=Failed")).unwrap();
+        assert_eq!(
+            selector.index(),
+            Some(("status.phase".into(), "Failed".into()))
+        );
     }
 }

@@ -14,6 +14,7 @@ use oci_client::secrets::RegistryAuth;
 use serde_json::Value;
 
 use crate::api::types::CatalogImage;
+use crate::kube_errors::{is_not_found, one_line};
 
 /// Where credentials come from besides the entry's Secrets.
 #[derive(Clone, Default)]
@@ -137,10 +138,13 @@ impl CredentialSources {
 
 async fn read_secret(client: &kube::Client, namespace: &str, name: &str) -> Result<Value, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = api
-        .get(name)
-        .await
-        .map_err(|e| format!("reading Secret {namespace}/{name}: {e}"))?;
+    let secret = api.get(name).await.map_err(|e| {
+        if is_not_found(&e) {
+            format!("Secret {namespace}/{name} not found")
+        } else {
+            format!("reading Secret {namespace}/{name}: {}", one_line(&e))
+        }
+    })?;
     if secret.type_.as_deref() != Some("kubernetes.io/dockerconfigjson") {
         return Err(format!(
             "Secret {namespace}/{name} is not of type kubernetes.io/dockerconfigjson"

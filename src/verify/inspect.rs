@@ -3,8 +3,10 @@
 //! (`status.registryMetadata`). Failures are sorted into what a retry may fix and what it
 //! cannot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
+use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use oci_client::Reference;
@@ -184,6 +186,133 @@ pub struct Inspection {
     pub metadata: RegistryMetadata,
 }
 
+/// Where automotive-image-builder pipelines name the helper (builder) image of an image: a
+/// manifest annotation, or a label of the image config (the automotive-dev-operator's
+/// `internal/common/oci/spec.json`: its annotation prefix and the `builder-image` key).
+const BUILDER_IMAGE_KEY: &str = "automotive.sdv.cloud.redhat.com/builder-image";
+/// Configs that are image configs, the only ones with labels; disk artifacts carry the OCI
+/// empty config or their own type.
+const IMAGE_CONFIG_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+/// How deep indexes of indexes are followed for builder images, as the operator does.
+const MAX_INDEX_DEPTH: usize = 8;
+
+/// One image's registry, as one client and credentials see it; errors are sorted for `reference`.
+/// What is read by digest is kept for the inspection, which reads some of it twice (platform
+/// manifests and configs, for the description and for builder images).
+struct Source<'a> {
+    client: &'a oci_client::Client,
+    auth: &'a RegistryAuth,
+    reference: &'a str,
+    pinned: bool,
+    credentials: bool,
+    read: Mutex<HashMap<String, Value>>,
+}
+
+impl Source<'_> {
+    fn fail(&self, error: OciDistributionError) -> Failure {
+        classify(error, self.reference, self.pinned, self.credentials)
+    }
+
+    /// The manifest or index `image` names, parsed, with its digest.
+    async fn manifest(&self, image: &Reference) -> Result<(Value, String), Failure> {
+        if let Some(digest) = image.digest() {
+            if let Some(manifest) = self.kept(digest) {
+                return Ok((manifest, digest.to_string()));
+            }
+        }
+        let (bytes, digest) = self
+            .client
+            .pull_manifest_raw(image, self.auth, &MANIFEST_TYPES)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let manifest: Value = serde_json::from_slice(&bytes).map_err(|e| Failure::Permanent {
+            reason: "InvalidManifest",
+            message: format!("{}: the manifest is not JSON: {e}", self.reference),
+        })?;
+        self.keep(&digest, &manifest);
+        Ok((manifest, digest))
+    }
+
+    fn kept(&self, digest: &str) -> Option<Value> {
+        self.read.lock().ok()?.get(digest).cloned()
+    }
+
+    fn keep(&self, digest: &str, value: &Value) {
+        if let Ok(mut read) = self.read.lock() {
+            read.insert(digest.to_string(), value.clone());
+        }
+    }
+
+    /// The image config of an image manifest; Null for other configs (artifacts).
+    async fn config(&self, image: &Reference, manifest: &Value) -> Result<Value, Failure> {
+        let config = &manifest["config"];
+        let is_image = config["mediaType"]
+            .as_str()
+            .is_some_and(|t| IMAGE_CONFIG_TYPES.contains(&t));
+        let Some(digest) = config["digest"].as_str().filter(|_| is_image) else {
+            return Ok(Value::Null);
+        };
+        if let Some(config) = self.kept(digest) {
+            return Ok(config);
+        }
+        let mut blob = Vec::new();
+        self.client
+            .pull_blob(image, digest, &mut blob)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let config = serde_json::from_slice(&blob).unwrap_or(Value::Null);
+        self.keep(digest, &config);
+        Ok(config)
+    }
+
+    /// Adds the builder images `manifest` (found at `image`) names to `found`, as the
+    /// automotive-dev-operator's `readBuilderImages` reads them
+    /// (`internal/controller/catalogimage/registry.go`): the manifest's annotation; for an
+    /// index, every platform's; for an image manifest without the annotation, its config's
+    /// label.
+    fn builder_images<'a>(
+        &'a self,
+        image: &'a Reference,
+        manifest: &'a Value,
+        depth: usize,
+        found: &'a mut Vec<String>,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let annotation = manifest["annotations"].get(BUILDER_IMAGE_KEY);
+            if let Some(name) = annotation.and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                found.push(name.to_string());
+            }
+            if is_index(&media_type(manifest)) {
+                if depth >= MAX_INDEX_DEPTH {
+                    return Err(Failure::Permanent {
+                        reason: "InvalidManifest",
+                        message: format!(
+                            "{}: indexes nested more than {MAX_INDEX_DEPTH} deep",
+                            self.reference
+                        ),
+                    });
+                }
+                for digest in child_digests(manifest) {
+                    let child = image.clone_with_digest(digest.to_string());
+                    let (child_manifest, _) = self.manifest(&child).await?;
+                    self.builder_images(&child, &child_manifest, depth + 1, found)
+                        .await?;
+                }
+            } else if annotation.is_none() {
+                let config = self.config(image, manifest).await?;
+                let label = config["config"]["Labels"][BUILDER_IMAGE_KEY].as_str();
+                if let Some(name) = label.filter(|n| !n.is_empty()) {
+                    found.push(name.to_string());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Looks at `reference` with `client`, as `auth`. `architecture` is the one the entry claims:
 /// its platform's manifest is the one described, and an index without it fails.
 pub async fn inspect(
@@ -196,20 +325,18 @@ pub async fn inspect(
         reason: "InvalidReference",
         message: format!("{reference}: {e}"),
     })?;
-    let pinned = parsed.digest().is_some();
-    let credentials = !matches!(auth, RegistryAuth::Anonymous);
-    let fail = |e| classify(e, reference, pinned, credentials);
-    let (bytes, digest) = client
-        .pull_manifest_raw(&parsed, auth, &MANIFEST_TYPES)
-        .await
-        .map_err(fail)?;
-    let top: Value = serde_json::from_slice(&bytes).map_err(|e| Failure::Permanent {
-        reason: "InvalidManifest",
-        message: format!("{reference}: the manifest is not JSON: {e}"),
-    })?;
+    let source = Source {
+        client,
+        auth,
+        reference,
+        pinned: parsed.digest().is_some(),
+        credentials: !matches!(auth, RegistryAuth::Anonymous),
+        read: Mutex::default(),
+    };
+    let (top, digest) = source.manifest(&parsed).await?;
     let media_type = media_type(&top);
     let mut metadata = RegistryMetadata {
-        resolved_digest: Some(digest.clone()),
+        resolved_digest: Some(digest),
         media_type: Some(media_type.clone()),
         annotations: annotations(&top),
         ..RegistryMetadata::default()
@@ -223,11 +350,7 @@ pub async fn inspect(
                 continue;
             };
             let child = parsed.clone_with_digest(platform_digest.to_string());
-            let (child_bytes, _) = client
-                .pull_manifest_raw(&child, auth, &MANIFEST_TYPES)
-                .await
-                .map_err(fail)?;
-            let child_manifest: Value = serde_json::from_slice(&child_bytes).unwrap_or(Value::Null);
+            let (child_manifest, _) = source.manifest(&child).await?;
             metadata.platform_variants.push(PlatformVariant {
                 platform: platform.clone(),
                 digest: Some(platform_digest.to_string()),
@@ -271,17 +394,7 @@ pub async fn inspect(
     for (key, value) in annotations(&manifest) {
         metadata.annotations.entry(key).or_insert(value);
     }
-    let config = match manifest["config"]["digest"].as_str() {
-        Some(config_digest) => {
-            let mut blob = Vec::new();
-            client
-                .pull_blob(&manifest_ref, config_digest, &mut blob)
-                .await
-                .map_err(fail)?;
-            serde_json::from_slice(&blob).unwrap_or(Value::Null)
-        }
-        None => Value::Null,
-    };
+    let config = source.config(&manifest_ref, &manifest).await?;
     let platform = platform_of(&config);
     metadata.platform = Some(if platform == Platform::default() {
         metadata
@@ -300,7 +413,24 @@ pub async fn inspect(
             .map(String::as_str))
         .and_then(|t| t.parse::<Timestamp>().ok())
         .map(|t| Time(Timestamp::from_second(t.as_second()).unwrap_or(t)));
+    // As the operator does, a builder image that cannot be read leaves the rest of the
+    // inspection standing and says so in builderImageResolved.
+    let mut builders = Vec::new();
+    let resolved = source.builder_images(&parsed, &top, 0, &mut builders).await;
+    if let Err(failure) = &resolved {
+        tracing::info!(%reference, reason = failure.reason(), error = failure.message(), "builder images not resolved");
+    }
+    metadata.builder_images = builders;
+    metadata.builder_image_resolved = Some(resolved.is_ok());
     Ok(Inspection { metadata })
+}
+
+fn child_digests(index: &Value) -> impl Iterator<Item = &str> {
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["digest"].as_str())
 }
 
 fn media_type(manifest: &Value) -> String {

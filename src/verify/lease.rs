@@ -12,6 +12,8 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio::sync::watch;
 
+use crate::kube_errors::one_line;
+
 #[derive(Clone, Debug)]
 pub struct LeaseOptions {
     pub namespace: String,
@@ -31,7 +33,7 @@ pub async fn hold(client: kube::Client, options: LeaseOptions, leading: watch::S
         let now_leading = match try_acquire_or_renew(&api, &options).await {
             Ok(held) => held,
             Err(e) => {
-                tracing::warn!(error = %e, "verifier lease");
+                tracing::warn!(error = %one_line(&e), "verifier lease");
                 false
             }
         };

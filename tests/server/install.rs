@@ -1,14 +1,13 @@
 //! What a platform team applies: every kustomize overlay renders and validates against the
-//! Kubernetes 1.37 schemas, the certs command's certificate verifies for the Service name with
-//! the CA it puts in the APIService, and import moves the old CRD's entries over.
+//! Kubernetes 1.37 schemas, and the certs command's certificate verifies for the Service name
+//! with the CA it puts in the APIService.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
 use super::common::*;
-use super::kube_apiserver::KubeApiserver;
 
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -235,103 +234,4 @@ fn the_certs_command_certificate_verifies_for_the_service_with_the_apiservice_ca
             .permissions(),
     );
     assert_eq!(key_mode & 0o077, 0, "the key is private");
-}
-
-fn old_entry(namespace: &str, name: &str, tag: &str) -> Value {
-    json!({"apiVersion": "automotive.sdv.cloud.redhat.com/v1alpha1", "kind": "CatalogImage",
-        "metadata": {"name": name, "namespace": namespace, "uid": format!("old-{name}"), "resourceVersion": "7",
-            "labels": {"team": "platform"}, "annotations": {"automotive.sdv.cloud.redhat.com/source": "aib"}},
-        "spec": {"registryUrl": format!("quay.io/automotive/autosd:{tag}"), "tags": [tag],
-            "metadata": {"architecture": "aarch64", "distro": "autosd10-sig", "targets": [{"name": "rpi4", "verified": true}]}},
-        "status": {"phase": "Available"}})
-}
-
-/// The old CRD's entries: enough for two list pages.
-fn old_catalog() -> Vec<Value> {
-    (0..700)
-        .map(|i| {
-            old_entry(
-                if i % 2 == 0 { "team-a" } else { "team-b" },
-                &format!("image-{i:04}"),
-                &format!("10.{i}"),
-            )
-        })
-        .collect()
-}
-
-fn import(server: &Server, source: &Path, apply: bool) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_catalog-apiserver"));
-    command.args([
-        "import",
-        "--from-kubeconfig",
-        source.to_str().unwrap(),
-        "--kubeconfig",
-        server.kubeconfig().to_str().unwrap(),
-    ]);
-    if apply {
-        command.arg("--apply");
-    }
-    succeed(&mut command)
-}
-
-#[test]
-fn import_moves_the_old_crds_entries_over_idempotently() {
-    let kube = KubeApiserver::start(
-        Default::default(),
-        Default::default(),
-        Box::new(|_| (true, String::new())),
-    );
-    kube.set_old_catalog(old_catalog());
-    let server = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let source: PathBuf = kube.kubeconfig(dir.path());
-
-    assert_eq!(
-        import(&server, &source, false).trim(),
-        "created 700, updated 0, unchanged 0, failed 0 (dry run: nothing written; --apply to write)"
-    );
-    let listed = server
-        .kubectl(&["get", "cimg", "-A", "-o", "name"])
-        .success();
-    assert_eq!(listed.trim(), "", "a dry run writes nothing");
-
-    assert_eq!(
-        import(&server, &source, true).trim(),
-        "created 700, updated 0, unchanged 0, failed 0"
-    );
-    let imported: Value = serde_json::from_str(
-        &server
-            .kubectl(&["get", "cimg", "image-0003", "-n", "team-b", "-o", "json"])
-            .success(),
-    )
-    .unwrap();
-    assert_eq!(imported["metadata"]["labels"], json!({"team": "platform"}));
-    assert_eq!(
-        imported["metadata"]["annotations"],
-        json!({"automotive.sdv.cloud.redhat.com/source": "aib"})
-    );
-    assert_eq!(
-        imported["spec"]["registryUrl"],
-        "quay.io/automotive/autosd:10.3"
-    );
-    assert_eq!(
-        imported["spec"]["metadata"]["targets"],
-        json!([{"name": "rpi4", "verified": true}])
-    );
-    assert!(
-        imported.get("status").is_none() || imported["status"]["phase"] != "Available",
-        "status is not imported"
-    );
-
-    assert_eq!(
-        import(&server, &source, true).trim(),
-        "created 0, updated 0, unchanged 700, failed 0"
-    );
-    let mut changed = old_catalog();
-    changed[5]["spec"]["tags"] = json!(["10.5", "stable"]);
-    kube.set_old_catalog(changed);
-    assert_eq!(
-        import(&server, &source, true).trim(),
-        "created 0, updated 1, unchanged 699, failed 0"
-    );
 }

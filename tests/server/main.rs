@@ -16,6 +16,7 @@ mod kubectl;
 mod lists_and_watches;
 mod load;
 mod oci;
+mod operator;
 mod pki;
 mod python;
 mod schemathesis;

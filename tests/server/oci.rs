@@ -215,17 +215,19 @@ impl Layout {
         }
     }
 
-    /// A single-platform image: a config, one (empty tar) layer, a manifest with annotations.
+    /// A single-platform image: a config with `labels`, one (empty tar) layer, a manifest with
+    /// annotations.
     pub fn image(
         &self,
         architecture: &str,
         variant: Option<&str>,
         annotations: Value,
+        labels: Value,
     ) -> (Blob, Value) {
         let layer_bytes = vec![0u8; 1024]; // an empty tar archive
         let layer = self.blob(&layer_bytes);
         let mut config = json!({"architecture": architecture, "os": "linux", "created": "2026-01-02T03:04:05Z",
-            "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer.digest]}});
+            "config": {"Labels": labels}, "rootfs": {"type": "layers", "diff_ids": [layer.digest]}});
         if let Some(variant) = variant {
             config["variant"] = variant.into();
         }

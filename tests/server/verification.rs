@@ -37,6 +37,9 @@ struct Images {
     arm64_size: i64,
 }
 
+/// Where images name their builder image (the automotive-dev-operator's OCI contract).
+const BUILDER_KEY: &str = "automotive.sdv.cloud.redhat.com/builder-image";
+
 fn push_images() -> Images {
     push_images_to(Registry::start())
 }
@@ -44,11 +47,15 @@ fn push_images() -> Images {
 fn push_images_to(registry: Registry) -> Images {
     let mut layout = Layout::new();
     let annotations = json!({"org.opencontainers.image.source": "https://gitlab.com/CentOS/automotive/sample-images",
-        "com.redhat.automotive.distro": "autosd10-sig", "com.redhat.automotive.bootc-capable": "true"});
-    let (single, single_size) = layout.image("amd64", None, annotations);
+        "com.redhat.automotive.distro": "autosd10-sig", "com.redhat.automotive.bootc-capable": "true",
+        BUILDER_KEY: "quay.io/centos-sig-automotive/aib:1.0-amd64"});
+    let (single, single_size) = layout.image("amd64", None, annotations, json!({}));
     layout.tag(&single, OCI_MANIFEST, "single");
-    let (amd64, _) = layout.image("amd64", None, json!({}));
-    let (arm64, arm64_size) = layout.image("arm64", Some("v8"), json!({}));
+    // The index's platforms name their builders the two ways the operator reads.
+    let amd64_label = json!({BUILDER_KEY: "quay.io/centos-sig-automotive/aib:1.1-amd64"});
+    let (amd64, _) = layout.image("amd64", None, json!({}), amd64_label);
+    let arm64_annotation = json!({BUILDER_KEY: "quay.io/centos-sig-automotive/aib:1.1-arm64"});
+    let (arm64, arm64_size) = layout.image("arm64", Some("v8"), arm64_annotation, json!({}));
     let index = layout.index(
         &[(&amd64, "amd64", None), (&arm64, "arm64", Some("v8"))],
         json!({"com.redhat.automotive.target": "qemu"}),
@@ -231,6 +238,13 @@ fn entries_are_verified_against_their_registry() {
             found["annotations"]["com.redhat.automotive.distro"],
             "autosd10-sig"
         );
+        assert_eq!(
+            (&found["builderImages"], &found["builderImageResolved"]),
+            (
+                &json!(["quay.io/centos-sig-automotive/aib:1.0-amd64"]),
+                &json!(true)
+            )
+        );
         assert_eq!(status(&single)["observedGeneration"], 1);
         assert_eq!(status(&single)["verificationFailures"], 0);
         let conditions: Vec<(String, String)> = status(&single)["conditions"]
@@ -268,6 +282,16 @@ fn entries_are_verified_against_their_registry() {
         );
         assert_eq!(found["sizeBytes"].as_i64(), Some(images.arm64_size));
         assert_eq!(found["annotations"]["com.redhat.automotive.target"], "qemu");
+        assert_eq!(
+            (&found["builderImages"], &found["builderImageResolved"]),
+            (
+                &json!([
+                    "quay.io/centos-sig-automotive/aib:1.1-amd64",
+                    "quay.io/centos-sig-automotive/aib:1.1-arm64"
+                ]),
+                &json!(true)
+            )
+        );
         let variants = found["platformVariants"].as_array().unwrap();
         assert_eq!(variants.len(), 2);
         assert_eq!(
@@ -352,6 +376,13 @@ fn refused_credentials_fail_the_entry() {
     });
 }
 
+fn condition_message(object: &DynamicObject) -> String {
+    status(object)["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
 fn credentials_come_from_secrets_read_through_kube_apiserver() {
     let images = push_images();
@@ -399,6 +430,12 @@ fn credentials_come_from_secrets_read_through_kube_apiserver() {
         assert_eq!(reason(&stale), "Unauthorized");
         let absent = until(&api, "by-absent-secret", |o| phase(o) == "Unavailable").await;
         assert_eq!(reason(&absent), "CredentialsUnavailable");
+        // What `kubectl describe` shows: one sentence, no debug dump of the kube-apiserver's Status.
+        let message = condition_message(&absent);
+        assert!(
+            message.starts_with("Secret verify/absent not found"),
+            "{message}"
+        );
     });
 }
 
