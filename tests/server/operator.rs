@@ -112,6 +112,20 @@ fn our_schema_has_every_field_of_the_operators_crd() {
         Vec::<String>::new(),
         "fields of the operator's CRD we lack"
     );
+    let explained = server
+        .kubectl(&["explain", "catalogimages.status.artifactRefs"])
+        .success();
+    assert!(
+        explained.contains("url\t<string> -required-"),
+        "{explained}"
+    );
+    for path in [
+        "spec.builderImage",
+        "status.registryMetadata.builderImageResolved",
+    ] {
+        let explained = server.kubectl(&["explain", &format!("catalogimages.{path}")]);
+        assert!(explained.success().contains("FIELD:"));
+    }
     // The comparison can fail: a field the CRD does not have is found missing.
     let mut extended = upstream["properties"]["spec"].clone();
     extended["properties"]["retention"] = json!({"type": "string"});
