@@ -26,19 +26,30 @@ pub struct ListQuery {
     pub resource_version_match: Option<RevisionMatch>,
 }
 
-/// Where a list is: the revision it reads at and the last key it returned.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a list is: the revision it reads at, the last key it returned, and how many objects
+/// remain past it when that is known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListCursor {
     #[serde(rename = "rv")]
     pub revision: u64,
     #[serde(rename = "start")]
     pub after: Option<String>,
+    #[serde(rename = "left", default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
 }
 
 pub struct ListResult {
     pub items: Vec<Item>,
     /// Where the next page starts, if anything remains.
     pub next: Option<ListCursor>,
+}
+
+impl ListResult {
+    /// kube-apiserver's `remainingItemCount`: how many items the rest of the list holds, when
+    /// known.
+    pub fn remaining(&self) -> Option<u64> {
+        self.next.as_ref().and_then(|next| next.remaining)
+    }
 }
 
 const TOKEN_VERSION: &str = "catalog.automotive.io/continue/v1";
@@ -136,7 +147,7 @@ impl Registry {
         };
         Ok(ListCursor {
             revision,
-            after: None,
+            ..ListCursor::default()
         })
     }
 
@@ -166,18 +177,44 @@ impl Registry {
                 }
                 other => read_error(other),
             })?;
-        let next = page.more.then(|| ListCursor {
-            revision: page.revision,
-            after: page
-                .items
-                .last()
-                .map(|i| i.key.clone())
-                .or(cursor.after.clone()),
-        });
+        let next = match page.more {
+            false => None,
+            true => Some(ListCursor {
+                revision: page.revision,
+                after: page
+                    .items
+                    .last()
+                    .map(|i| i.key.clone())
+                    .or(cursor.after.clone()),
+                remaining: self.remaining(query, cursor, page.items.len())?,
+            }),
+        };
         Ok(ListResult {
             items: page.items,
             next,
         })
+    }
+
+    /// How many objects remain after a page of `served` from `cursor`. Known as kube-apiserver
+    /// knows it, for lists without selectors: counted at the first page (from the live counts
+    /// the store keeps), then carried in the continue token.
+    fn remaining(
+        &self,
+        query: &ListQuery,
+        cursor: &ListCursor,
+        served: usize,
+    ) -> Result<Option<u64>, ApiError> {
+        if !query.selector.is_empty() {
+            return Ok(None);
+        }
+        let before = match cursor.after {
+            None => self
+                .store
+                .count(query.namespace.as_deref(), cursor.revision)
+                .map_err(read_error)?,
+            Some(_) => cursor.remaining,
+        };
+        Ok(before.map(|before| before.saturating_sub(served as u64)))
     }
 }
 
@@ -194,6 +231,7 @@ fn expired_continue(cursor: &ListCursor) -> ApiError {
         ListCursor {
             revision: 0,
             after: cursor.after.clone(),
+            remaining: None,
         }
         .token(),
     );
@@ -213,8 +251,12 @@ mod tests {
 
         /// Fuzzing: a token this server wrote reads back as the same cursor.
         #[test]
-        fn tokens_round_trip(revision in any::<u64>(), after in proptest::option::of(".{0,60}")) {
-            let cursor = ListCursor { revision, after };
+        fn tokens_round_trip(
+            revision in any::<u64>(),
+            after in proptest::option::of(".{0,60}"),
+            remaining in proptest::option::of(any::<u64>()),
+        ) {
+            let cursor = ListCursor { revision, after, remaining };
             prop_assert_eq!(ListCursor::parse(&cursor.token()).unwrap(), cursor);
         }
 

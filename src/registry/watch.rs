@@ -69,7 +69,7 @@ impl Registry {
                 let revision = self.store.revision();
                 let cursor = ListCursor {
                     revision,
-                    after: None,
+                    ..ListCursor::default()
                 };
                 (
                     revision,

@@ -184,10 +184,15 @@ pub async fn list(
             .registry
             .page(&list_query, &cursor, limit.min(MAX_PAGE))?;
         let token = page.next.as_ref().map(|c| c.token());
+        let metadata = render::ListMeta {
+            continue_token: token.as_deref(),
+            remaining_item_count: page.remaining(),
+            resource_version: &rv,
+        };
         let objects: Vec<Bytes> = page.items.into_iter().map(|i| i.value).collect();
-        let body = match render::list(format, &objects, &rv, token.as_deref())? {
+        let body = match render::list(format, &objects, metadata)? {
             Some(rendered) => rendered,
-            None => render::plain_list(&objects, &rv, token.as_deref()),
+            None => render::plain_list(&objects, metadata),
         };
         return Ok(encoded(StatusCode::OK, encoding, body));
     }
@@ -589,6 +594,6 @@ pub async fn delete_collection(
     Ok(encoded(
         StatusCode::OK,
         encoding(accept(headers)),
-        render::plain_list(&objects, &revision.to_string(), None),
+        render::plain_list(&objects, render::ListMeta::at(&revision.to_string())),
     ))
 }

@@ -45,12 +45,25 @@ impl<'a> Partial<'a> {
     }
 }
 
-#[derive(Serialize)]
+/// A list's metadata (metav1.ListMeta), its fields in kube-apiserver's order.
+#[derive(Clone, Copy, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ListMeta<'a> {
+pub struct ListMeta<'a> {
+    pub resource_version: &'a str,
     #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
-    continue_token: Option<&'a str>,
-    resource_version: &'a str,
+    pub continue_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_item_count: Option<u64>,
+}
+
+impl<'a> ListMeta<'a> {
+    /// The metadata of a whole list at `resource_version`.
+    pub fn at(resource_version: &'a str) -> Self {
+        ListMeta {
+            resource_version,
+            ..ListMeta::default()
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -89,8 +102,7 @@ impl<'a> Row<'a> {
 fn table(
     objects: &[Bytes],
     include: IncludeObject,
-    resource_version: &str,
-    continue_token: Option<&str>,
+    metadata: ListMeta,
     columns: bool,
 ) -> Result<Bytes, ApiError> {
     #[derive(Serialize)]
@@ -110,10 +122,7 @@ fn table(
             false => Value::Array(Vec::new()),
         },
         kind: "Table",
-        metadata: ListMeta {
-            continue_token,
-            resource_version,
-        },
+        metadata,
         rows: objects
             .iter()
             .map(|o| Row::of(o, include, now))
@@ -127,15 +136,7 @@ fn yaml(json: &[u8]) -> Result<String, ApiError> {
 }
 
 /// A CatalogImageList of stored objects, as stored: nothing is decoded.
-pub fn plain_list(
-    objects: &[Bytes],
-    resource_version: &str,
-    continue_token: Option<&str>,
-) -> Bytes {
-    let metadata = ListMeta {
-        continue_token,
-        resource_version,
-    };
+pub fn plain_list(objects: &[Bytes], metadata: ListMeta) -> Bytes {
     let metadata = serde_json::to_string(&metadata).expect("list metadata serialises");
     let mut body = format!(
         r#"{{"kind":"{LIST_KIND}","apiVersion":"{API_VERSION}","metadata":{metadata},"items":["#
@@ -182,8 +183,7 @@ pub fn object(format: Output, bytes: &Bytes, columns: bool) -> Result<Option<Byt
         Output::Table(include) => table(
             std::slice::from_ref(bytes),
             include,
-            resource_version(bytes)?,
-            None,
+            ListMeta::at(resource_version(bytes)?),
             columns,
         )
         .map(Some),
@@ -195,8 +195,7 @@ pub fn object(format: Output, bytes: &Bytes, columns: bool) -> Result<Option<Byt
 pub fn list(
     format: Output,
     objects: &[Bytes],
-    resource_version: &str,
-    continue_token: Option<&str>,
+    metadata: ListMeta,
 ) -> Result<Option<Bytes>, ApiError> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -208,9 +207,7 @@ pub fn list(
     }
     match format {
         Output::Json => Ok(None),
-        Output::Table(include) => {
-            table(objects, include, resource_version, continue_token, true).map(Some)
-        }
+        Output::Table(include) => table(objects, include, metadata, true).map(Some),
         Output::Metadata(version) => to_bytes(&MetadataList {
             api_version: format!("meta.k8s.io/{version}"),
             items: objects
@@ -218,10 +215,7 @@ pub fn list(
                 .map(|o| Partial::of(o, version))
                 .collect::<Result<_, _>>()?,
             kind: "PartialObjectMetadataList",
-            metadata: ListMeta {
-                continue_token,
-                resource_version,
-            },
+            metadata,
         })
         .map(Some),
     }
@@ -248,9 +242,10 @@ impl ListPieces {
         encoding: Encoding,
         resource_version: &str,
     ) -> Result<Self, ApiError> {
-        let empty = match list(format, &[], resource_version, None)? {
+        let metadata = ListMeta::at(resource_version);
+        let empty = match list(format, &[], metadata)? {
             Some(rendered) => rendered,
-            None => plain_list(&[], resource_version, None),
+            None => plain_list(&[], metadata),
         };
         let array = match format {
             Output::Table(_) => "rows",

@@ -43,6 +43,11 @@ impl Selector {
         })
     }
 
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     /// The equality the store's index answers best: a field equality in preference order,
     /// else a label equality.
     pub fn index(&self) -> Option<(String, String)> {

@@ -1,10 +1,11 @@
 //! The on-disk layout: which engine key holds what, and how records are encoded.
 //!
-//! One ordered keyspace, four regions:
+//! One ordered keyspace, five regions:
 //!
 //! | key                               | value                                   |
 //! |-----------------------------------|-----------------------------------------|
-//! | `m/revision`, `m/compacted`       | u64 (big endian)                        |
+//! | `m/revision`, `m/compacted`, `m/counted` | u64 (big endian)                 |
+//! | `n/<namespace>`                   | live objects, revision that changed it (u64 BE each; see `count.rs`) |
 //! | `o/<key>`                         | [`ObjectRecord`]: latest state or tombstone |
 //! | `x/<index>\0<value>\0<key>`       | [`IndexEntry`]: live now or removed when |
 //! | `h/<revision as u64 BE>`          | [`Change`]: one committed change  |
@@ -24,6 +25,9 @@ use crate::engine::View;
 
 pub const META_REVISION: &[u8] = b"m/revision";
 pub const META_COMPACTED: &[u8] = b"m/compacted";
+/// The revision at which the `n/` counts are current.
+pub const META_COUNTED: &[u8] = b"m/counted";
+pub const COUNTS: &[u8] = b"n/";
 pub const OBJECTS: &[u8] = b"o/";
 pub const HISTORY: &[u8] = b"h/";
 

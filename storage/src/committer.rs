@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::codec::{self, Change, IndexEntry, IndexValues, ObjectRecord};
+use crate::count::{Count, count_key, namespace_of};
 use crate::engine::{Batch, EngineError, View};
 use crate::store::{Core, Options};
 use crate::{StorageError, WriteError};
@@ -166,6 +167,10 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
             codec::META_COMPACTED.to_vec(),
             group.compacted.to_be_bytes().to_vec(),
         );
+        group.batch.put(
+            codec::META_COUNTED.to_vec(),
+            group.revision.to_be_bytes().to_vec(),
+        );
         if let Err(e) = core.engine.commit(&group.batch) {
             return fail_all(answers.into_iter().map(Answer::into_reply), &e);
         }
@@ -281,11 +286,33 @@ impl Group {
                     .unwrap_or_default(),
             };
             stage_change(&mut txn, &change);
+            self.count(&mut txn, &change)?;
             changes.push(Arc::new(change));
         }
         self.batch.absorb(txn);
         self.revision = revision;
         Ok(changes)
+    }
+
+    /// Moves the count of the change's namespace when the change creates or deletes.
+    fn count(&self, txn: &mut Batch, change: &Change) -> Result<(), EngineError> {
+        let (was, is) = (change.prev_value.is_some(), change.value.is_some());
+        if was == is {
+            return Ok(());
+        }
+        let key = count_key(namespace_of(&change.key));
+        let mut count = match self.read(txn, &key)? {
+            Some(bytes) => Count::decode(&bytes)?,
+            None => Count::default(),
+        };
+        count.live = if is {
+            count.live + 1
+        } else {
+            count.live.saturating_sub(1)
+        };
+        count.revision = change.revision;
+        txn.put(key, count.encode());
+        Ok(())
     }
 
     /// Drops history older than `cutoff_ms`, with the tombstones and dead index entries that

@@ -5,6 +5,7 @@
 
 mod codec;
 mod committer;
+mod count;
 mod engine;
 mod error;
 mod read;

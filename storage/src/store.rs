@@ -87,6 +87,7 @@ impl Store {
 
     /// Opens a store on an engine the caller made (tests use this to inject faults).
     pub fn with_engine(engine: Box<dyn Engine>, options: Options) -> Result<Store, StorageError> {
+        crate::count::ensure_current(engine.as_ref())?;
         let view = engine.view()?;
         let read_meta = |key| -> Result<u64, StorageError> {
             Ok(view

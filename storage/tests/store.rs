@@ -193,6 +193,23 @@ impl Model {
     }
 }
 
+/// Removes the live counts, as a store written before they were kept has none.
+fn forget_counts(dir: &std::path::Path, engine: EngineKind) {
+    let engine = engine.open(dir, 1 << 20).unwrap();
+    let mut keys = Vec::new();
+    let view = engine.view().unwrap();
+    view.scan(b"n/", b"n0", &mut |key, _| {
+        keys.push(key.to_vec());
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    drop(view);
+    let mut batch = Batch::default();
+    keys.into_iter().for_each(|key| batch.delete(key));
+    batch.delete(b"m/counted".to_vec());
+    engine.commit(&batch).unwrap();
+}
+
 fn run_model(engine: EngineKind, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), engine);
@@ -276,9 +293,32 @@ fn run_model(engine: EngineKind, steps: Vec<Step>) -> Result<(), TestCaseError> 
                     prefix,
                     tag
                 );
+                // The live count, where the store still knows it at `at`; at the latest
+                // revision it always does.
+                let namespace = namespace.map(|n| NAMESPACES[n].trim_end_matches('/'));
+                let live = model.states[at as usize]
+                    .keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .count() as u64;
+                let counted = store.count(namespace, at).unwrap();
+                prop_assert!(
+                    counted.is_none_or(|c| c == live),
+                    "count {counted:?} model {live}"
+                );
+                prop_assert!(at < current || counted == Some(live));
             }
         }
     }
+    // Reopened, and reopened after losing its counts (a store from before them), the store
+    // counts what the model has.
+    drop(store);
+    let live = model.current().len() as u64;
+    let store = open(dir.path(), engine);
+    prop_assert_eq!(store.count(None, store.revision()).unwrap(), Some(live));
+    drop(store);
+    forget_counts(dir.path(), engine);
+    let store = open(dir.path(), engine);
+    prop_assert_eq!(store.count(None, store.revision()).unwrap(), Some(live));
     // History: a watch from the compacted revision replays exactly the model's changes.
     let mut watch = store.watch(model.compacted).unwrap();
     for revision in model.compacted + 1..model.states.len() as u64 {

@@ -183,6 +183,71 @@ fn continue_tokens_read_one_snapshot_and_expire_with_it() {
 }
 
 #[test]
+fn paged_lists_without_selectors_say_how_many_items_remain() {
+    let server = Server::start();
+    runtime().block_on(async {
+        let http = server.http();
+        for (namespace, count) in [("left-a", 5), ("left-b", 2)] {
+            for i in 0..count {
+                create(&http, namespace, &format!("i{i}"), "cs9").await;
+            }
+        }
+        let get = |query: String| {
+            let http = &http;
+            async move {
+                let (code, body) = http
+                    .request("GET", &format!("{BASE}/{query}"), "", "")
+                    .await;
+                assert_eq!(code, 200, "{body}");
+                body
+            }
+        };
+        let remaining = |page: &Value| page["metadata"]["remainingItemCount"].as_u64();
+        let first = get("catalogimages?limit=3".into()).await;
+        assert_eq!(remaining(&first), Some(4));
+        let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+        // The count belongs to the list's snapshot, like its items.
+        http.request(
+            "DELETE",
+            &format!("{BASE}/namespaces/left-b/catalogimages/i1"),
+            "",
+            "",
+        )
+        .await;
+        let second = get(format!("catalogimages?limit=3&continue={token}")).await;
+        assert_eq!(remaining(&second), Some(1));
+        let token = second["metadata"]["continue"].as_str().unwrap().to_string();
+        let last = get(format!("catalogimages?limit=3&continue={token}")).await;
+        assert_eq!(last["items"].as_array().unwrap().len(), 1);
+        assert_eq!(last["metadata"].get("remainingItemCount"), None);
+        assert_eq!(last["metadata"].get("continue"), None);
+
+        let namespaced = get("namespaces/left-a/catalogimages?limit=2".into()).await;
+        assert_eq!(remaining(&namespaced), Some(3));
+        let now = get("catalogimages?limit=2".into()).await;
+        assert_eq!(remaining(&now), Some(4), "six live after the delete");
+        // With a selector the count is not known without reading, and kube-apiserver omits it.
+        for selector in [
+            "labelSelector=distro%3Dcs9",
+            "fieldSelector=metadata.namespace%3Dleft-a",
+        ] {
+            let page = get(format!("catalogimages?limit=2&{selector}")).await;
+            assert!(page["metadata"]["continue"].is_string(), "{page}");
+            assert_eq!(remaining(&page), None, "{selector}");
+        }
+        let request = http::Request::builder()
+            .uri(format!("{BASE}/catalogimages?limit=2"))
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .body(Vec::new())
+            .unwrap();
+        let (_, _, body) = http.send(request).await;
+        let table: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(table["kind"], "Table");
+        assert_eq!(remaining(&table), Some(4));
+    });
+}
+
+#[test]
 fn watches_resume_filter_bookmark_and_time_out() {
     let server = Server::start_with(&["--watch-bookmark-interval", "1s"]);
     let rt = runtime();
