@@ -45,7 +45,7 @@ enum Command {
     /// kube-system/extension-apiserver-authentication.
     Serve(Box<Serve>),
     /// Run on this machine with no cluster: own CA, own certificates, a kubeconfig for kubectl.
-    Standalone(Standalone),
+    Standalone(Box<Standalone>),
     /// Write a CA and a serving certificate for the in-cluster Service, and the APIService
     /// patch that trusts the CA (for clusters with neither cert-manager nor service-ca).
     Certs(Certs),
@@ -335,7 +335,7 @@ fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
-        Command::Standalone(args) => runtime.block_on(standalone(args)),
+        Command::Standalone(args) => runtime.block_on(standalone(*args)),
         Command::Certs(args) => {
             certs::write_service_certificates(&args.out, &args.service, &args.namespace, args.days)
                 .map(|()| {

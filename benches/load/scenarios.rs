@@ -145,7 +145,7 @@ fn entry(i: usize, namespaces: usize) -> Value {
     let distro = DISTROS[i % DISTROS.len()];
     let build_mode = ["bootc", "image", "package"][i % 3];
     let targets: Vec<Value> = (0..3)
-        .map(|t| json!({"name": TARGETS[(i + t) % TARGETS.len()], "verified": (i + t) % 2 == 0, "notes": "boots to multi-user; CAN and display checked by the nightly run"}))
+        .map(|t| json!({"name": TARGETS[(i + t) % TARGETS.len()], "verified": (i + t).is_multiple_of(2), "notes": "boots to multi-user; CAN and display checked by the nightly run"}))
         .collect();
     json!({
         "apiVersion": "catalog.automotive.io/v1alpha1",
@@ -169,7 +169,7 @@ fn entry(i: usize, namespaces: usize) -> Value {
                 "distro": distro,
                 "distroVersion": format!("{}.{}", 9 + i % 2, i % 7),
                 "targets": targets,
-                "bootc": i % 3 == 0,
+                "bootc": i.is_multiple_of(3),
                 "buildMode": build_mode,
                 "exportFormat": FORMATS[i % FORMATS.len()],
             },

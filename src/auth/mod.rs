@@ -18,7 +18,7 @@ use self::config::AuthConfig;
 use self::identity::{Identity, chain_verifies, from_certificate, from_headers};
 use self::review::Reviewer;
 use crate::api::types::{GROUP, PLURAL};
-use crate::server::status::ApiError;
+use crate::api::status::ApiError;
 
 /// What a request does, as authorization sees it (k8s.io/apiserver's authorizer.Attributes).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use super::write::{WriteOptions, Written, patch_names_revision, without_managed_
 use super::{Registry, decode_stored, key, now, read_error};
 use crate::api::shape::{self, Shape};
 use crate::api::types::{API_VERSION, KIND};
-use crate::server::status::ApiError;
+use crate::api::status::ApiError;
 
 /// Optimistic-concurrency retries of an apply that names no resourceVersion.
 const APPLY_RETRIES: usize = 8;

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::api::types::{API_VERSION, CatalogImage, KIND};
 use crate::api::validate::Cause;
-use crate::server::status::ApiError;
+use crate::api::status::ApiError;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FieldValidation {

@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::{Registry, decode_stored, encode, key, now, read_error, write_error};
 use crate::api::fields::index_values;
-use crate::server::selectors::Selector;
-use crate::server::status::ApiError;
+use crate::api::selector::Selector;
+use crate::api::status::ApiError;
 
 /// The parts of a metav1.DeleteOptions body we act on.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -50,13 +50,12 @@ impl DeleteOptions {
     }
 
     pub fn check(options: DeleteOptions) -> Result<DeleteOptions, ApiError> {
-        if let Some(policy) = &options.propagation_policy {
-            if !["Orphan", "Background", "Foreground"].contains(&policy.as_str()) {
+        if let Some(policy) = &options.propagation_policy
+            && !["Orphan", "Background", "Foreground"].contains(&policy.as_str()) {
                 return Err(ApiError::bad_request(format!(
                     "propagationPolicy {policy:?} is not one of Orphan, Background, Foreground"
                 )));
             }
-        }
         if options.orphan_dependents.is_some() && options.propagation_policy.is_some() {
             return Err(ApiError::bad_request(
                 "orphanDependents and propagationPolicy may not both be set",
@@ -267,7 +266,9 @@ mod tests {
 
     #[test]
     fn garbage_collection_finalizers_follow_the_generic_registry() {
-        let cases: [(Option<&str>, Option<bool>, &[&str], &[&str]); 11] = [
+        // (propagationPolicy, orphanDependents, finalizers before, finalizers after)
+        type Case<'a> = (Option<&'a str>, Option<bool>, &'a [&'a str], &'a [&'a str]);
+        let cases: [Case; 11] = [
             (None, None, &[], &[]),
             (Some("Background"), None, &[], &[]),
             (Some("Orphan"), None, &[], &["orphan"]),

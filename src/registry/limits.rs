@@ -11,7 +11,7 @@ use std::io;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::server::status::ApiError;
+use crate::api::status::ApiError;
 
 /// The largest request body, and the largest object a write may store.
 pub const MAX_OBJECT_BYTES: usize = 3 << 20;

@@ -7,8 +7,8 @@ use catalog_storage::{Item, ListOptions, ReadError};
 use serde::{Deserialize, Serialize};
 
 use super::{Registry, key, read_error};
-use crate::server::selectors::Selector;
-use crate::server::status::ApiError;
+use crate::api::selector::Selector;
+use crate::api::status::ApiError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevisionMatch {

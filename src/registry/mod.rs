@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::types::{API_VERSION, CatalogImage, KIND};
-use crate::server::status::ApiError;
+use crate::api::status::ApiError;
 
 pub use apply::ApplyOptions;
 pub use decode::FieldValidation;

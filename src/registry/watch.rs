@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::list::{ListCursor, ListQuery};
 use super::{Registry, key};
-use crate::server::selectors::Selector;
-use crate::server::status::ApiError;
+use crate::api::selector::Selector;
+use crate::api::status::ApiError;
 
 /// Items read at a time for the initial events.
 const INITIAL_PAGE: usize = 500;
@@ -80,7 +80,7 @@ impl Registry {
                 )
             }
         };
-        let changes = self.store.watch(start).map_err(|e| watch_error(e))?;
+        let changes = self.store.watch(start).map_err(watch_error)?;
         Ok(WatchStream {
             registry: self.clone(),
             changes,
@@ -180,11 +180,10 @@ impl WatchStream {
 
     /// The event a change makes for this watcher, if any.
     fn filter(&self, change: &Arc<Change>) -> Result<Option<WatchEvent>, ApiError> {
-        if let Some(namespace) = &self.query.namespace {
-            if !change.key.starts_with(&key(namespace, "")) {
+        if let Some(namespace) = &self.query.namespace
+            && !change.key.starts_with(&key(namespace, "")) {
                 return Ok(None);
             }
-        }
         let selector: &Selector = &self.query.selector;
         let now = change.value.is_some() && selector.matches(&change.indexes);
         let before = change.prev_value.is_some() && selector.matches(&change.prev_indexes);

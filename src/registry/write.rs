@@ -18,7 +18,7 @@ use super::{Registry, decode_stored, encode, key, now, write_error};
 use crate::api::fields::index_values;
 use crate::api::types::CatalogImage;
 use crate::api::validate::{Cause, default, validate};
-use crate::server::status::ApiError;
+use crate::api::status::ApiError;
 
 #[derive(Clone, Default)]
 pub struct WriteOptions {

@@ -16,8 +16,8 @@ use super::negotiate::{Encoding, Output, encoding, output, wants_aggregated_disc
 use super::query::Query;
 use super::render;
 use super::response::{Body, encoded, full, json, streamed, with_warnings};
-use super::selectors::Selector;
-use super::status::ApiError;
+use crate::api::selector::Selector;
+use crate::api::status::ApiError;
 use super::watch::{self, WatchOptions};
 use super::websocket;
 use crate::api::types::API_VERSION;

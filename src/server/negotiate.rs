@@ -1,7 +1,7 @@
 //! Content negotiation: which representation a request's Accept header asks for, the first
 //! one we can serve winning, as kube-apiserver's negotiation does.
 
-use super::status::ApiError;
+use crate::api::status::ApiError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IncludeObject {

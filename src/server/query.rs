@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::status::ApiError;
+use crate::api::status::ApiError;
 
 pub struct Query(HashMap<String, String>);
 

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::negotiate::{Encoding, IncludeObject, Output};
 use super::response::to_yaml;
-use super::status::ApiError;
+use crate::api::status::ApiError;
 use crate::api::table::{RowFields, cells, column_definitions};
 use crate::api::types::{API_VERSION, LIST_KIND};
 

@@ -10,7 +10,7 @@ use hyper::body::Frame;
 use tokio::sync::mpsc;
 
 use super::negotiate::Encoding;
-use super::status::ApiError;
+use crate::api::status::ApiError;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::response::{Body, full};
-use super::status::ApiError;
+use crate::api::status::ApiError;
 
 /// The subprotocol the console asks for; for a watch it changes nothing in the frames, which
 /// stay JSON text, exactly as with kube-apiserver.

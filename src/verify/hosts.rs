@@ -105,7 +105,7 @@ impl Host {
             user_agent: concat!("catalog-apiserver/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        if self.options.insecure.iter().any(|h| *h == self.name) {
+        if self.options.insecure.contains(&self.name) {
             config.protocol = ClientProtocol::Http;
         }
         if let Some(dir) = &self.options.ca_dir {

@@ -11,7 +11,7 @@ pub mod credentials;
 pub mod hosts;
 pub mod inspect;
 pub mod lease;
-pub mod status;
+pub mod verdict;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use self::credentials::{CredentialSources, registry_host};
 use self::hosts::{Admission, HostOptions, Hosts};
 use self::inspect::{Failure, Inspection, inspect};
-use self::status::Outcome;
+use self::verdict::Outcome;
 use crate::api::types::{CatalogImage, Phase};
 use crate::api::validate::parse_go_duration;
 use crate::observe::{CheckLabels, HostLabels, Metrics};
@@ -228,7 +228,7 @@ impl Verifier {
         });
         if first_look {
             self.write_status(namespace, name, |old| {
-                status::verifying(old, generation, &crate::registry::now())
+                verdict::verifying(old, generation, &crate::registry::now())
             })
             .await;
         }
@@ -256,7 +256,7 @@ impl Verifier {
             .set(circuit);
         let max_failures = self.options.max_failures;
         self.write_status(namespace, name, |old| {
-            status::after(
+            verdict::after(
                 old,
                 generation,
                 &outcome,

@@ -42,7 +42,7 @@ fn object(i: usize, revision: u64) -> (Vec<(String, String)>, Bytes) {
         ("spec.metadata.architecture".into(), arch.into()),
         (
             "status.phase".into(),
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 "Failed".into()
             } else {
                 "Available".into()

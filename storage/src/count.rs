@@ -89,12 +89,11 @@ pub(crate) fn ensure_current(engine: &dyn Engine) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// What `visit` calls for each key and value.
+type Each<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), EngineError> + 'a;
+
 /// Visits every key under `prefix`, stopping at the first error.
-fn visit(
-    view: &dyn View,
-    prefix: &[u8],
-    each: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), EngineError>,
-) -> Result<(), EngineError> {
+fn visit(view: &dyn View, prefix: &[u8], each: &mut Each) -> Result<(), EngineError> {
     let mut failure = None;
     view.scan(
         prefix,

@@ -73,6 +73,9 @@ pub trait Engine: Send + Sync + 'static {
     fn commit(&self, batch: &Batch) -> Result<(), EngineError>;
 }
 
+/// What a scan calls for each key and value, in order; `Break` ends the scan.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
+
 pub trait View {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
 
@@ -81,7 +84,7 @@ pub trait View {
         &self,
         start: &[u8],
         end: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+        visit: &mut Visitor,
     ) -> Result<(), EngineError>;
 }
 

@@ -231,11 +231,10 @@ fn check_engine(engine: EngineKind, name: &str, seed: u64) {
 // build target to exist.
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let [_, mode, dir, engine, run] = &args[..] {
-        if mode == "child" {
+    if let [_, mode, dir, engine, run] = &args[..]
+        && mode == "child" {
             return child(dir, engine, run);
         }
-    }
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -290,7 +289,7 @@ async fn writer(store: Store, w: usize, run: u64) {
         random ^= random << 13;
         random ^= random >> 7;
         random ^= random << 17;
-        let (ops, effects): (Vec<Op>, Vec<String>) = if random % 4 == 0 {
+        let (ops, effects): (Vec<Op>, Vec<String>) = if random.is_multiple_of(4) {
             let value = format!("{w}-{run}-{seq}");
             ["a", "b"]
                 .iter()
@@ -302,7 +301,7 @@ async fn writer(store: Store, w: usize, run: u64) {
         } else {
             let key = format!("w{w}/k{}", (random >> 8) % 4);
             let current = store.get(&key).unwrap().map(|item| item.revision);
-            if current.is_some() && random % 3 == 0 {
+            if current.is_some() && random.is_multiple_of(3) {
                 (
                     vec![Op::Delete {
                         key: key.clone(),

@@ -14,6 +14,7 @@
 //! - Leases (`coordination.k8s.io/v1`): GET, POST (409 AlreadyExists) and PUT with
 //!   optimistic concurrency (409 Conflict on a stale resourceVersion), as the generic registry
 //!   store (`k8s.io/apiserver/pkg/registry/generic/registry/store.go`) does.
+//!
 //! Callers must present the bearer token of the kubeconfig it writes, as RBAC would require.
 
 use std::collections::{BTreeMap, HashMap};

@@ -2,14 +2,13 @@
 //! write-ahead log (`wal.rs`); the B-tree takes it without durability and is made durable at
 //! checkpoints.
 
-use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Mutex;
 
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition};
 
 use super::wal::Wal;
-use super::{Batch, Engine, EngineError, View};
+use super::{Batch, Engine, EngineError, View, Visitor};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("catalog");
 
@@ -93,11 +92,10 @@ impl Drop for RedbEngine {
     /// A clean close leaves an empty log, so the next open has nothing to apply.
     fn drop(&mut self) {
         let mut wal = self.wal.lock().expect("not poisoned");
-        if wal.len() > 0 {
-            if let Err(e) = self.checkpoint(&mut wal) {
+        if wal.len() > 0
+            && let Err(e) = self.checkpoint(&mut wal) {
                 tracing::warn!(error = %e, "checkpoint at close failed; the log is applied at the next open");
             }
-        }
     }
 }
 
@@ -113,7 +111,7 @@ impl View for RedbView {
         &self,
         start: &[u8],
         end: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+        visit: &mut Visitor,
     ) -> Result<(), EngineError> {
         for entry in self.0.range(start..end).map_err(fail)? {
             let (k, v) = entry.map_err(fail)?;
@@ -142,12 +140,11 @@ impl Engine for RedbEngine {
             }
             return Err(e);
         }
-        if wal.len() >= CHECKPOINT_BYTES || wal.records() >= CHECKPOINT_COMMITS {
-            if let Err(e) = self.checkpoint(&mut wal) {
+        if (wal.len() >= CHECKPOINT_BYTES || wal.records() >= CHECKPOINT_COMMITS)
+            && let Err(e) = self.checkpoint(&mut wal) {
                 // Nothing is lost: the log still holds it all, and the next commit tries again.
                 tracing::warn!(error = %e, "checkpoint failed");
             }
-        }
         Ok(())
     }
 }

@@ -1,10 +1,9 @@
 //! The engine on sled 0.34: the default tree, a batch applied atomically, then flushed.
 
-use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Batch, Engine, EngineError, View};
+use super::{Batch, Engine, EngineError, View, Visitor};
 
 pub struct SledEngine {
     db: sled::Db,
@@ -56,7 +55,7 @@ impl View for SledView {
         &self,
         start: &[u8],
         end: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+        visit: &mut Visitor,
     ) -> Result<(), EngineError> {
         for entry in self.0.range(start..end) {
             let (k, v) = entry.map_err(fail)?;

@@ -194,7 +194,9 @@ mod tests {
         batch
     }
 
-    fn keys(batches: &[Batch]) -> Vec<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+    fn keys(batches: &[Batch]) -> Vec<Writes> {
         batches
             .iter()
             .map(|b| {

@@ -8,7 +8,7 @@ use crate::api::fields::{
 };
 use crate::api::validate::{is_label_value, is_qualified_name};
 
-use super::status::ApiError;
+use crate::api::status::ApiError;
 
 #[derive(Clone, Debug, PartialEq)]
 enum LabelRequirement {
