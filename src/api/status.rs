@@ -1,5 +1,6 @@
-//! API errors as `metav1.Status` objects: the one place where failures of every layer become
-//! HTTP codes and reasons, shaped as kube-apiserver shapes them.
+//! API errors as `metav1.Status` objects, as apimachinery's `api/errors` package makes them:
+//! the one place where failures of every layer get their codes, reasons and messages, shaped as
+//! kube-apiserver shapes them. The server only writes them out.
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -35,6 +36,11 @@ impl ApiError {
     fn with_name(mut self, name: &str) -> ApiError {
         self.details = Some(json!({"name": name, "group": GROUP, "kind": PLURAL}));
         self
+    }
+
+    /// A 409 Conflict from optimistic concurrency: the write may be retried on a fresh read.
+    pub fn is_conflict(&self) -> bool {
+        self.code == StatusCode::CONFLICT && self.reason == "Conflict"
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {

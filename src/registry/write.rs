@@ -216,7 +216,7 @@ impl Registry {
                 .replace(namespace, name, status, image, &current, options, false)
                 .await
             {
-                Err(e) if e.reason == "Conflict" && !patch_names_revision(&patch) => continue,
+                Err(e) if e.is_conflict() && !patch_names_revision(&patch) => continue,
                 Ok(mut written) => {
                     written.warnings.extend(warnings);
                     return Ok(written);

@@ -1,5 +1,5 @@
 //! The HTTPS surface: TLS, who is asking, what the request is about, and dispatch to one
-//! handler per verb. Every failure becomes a metav1.Status here and nowhere else.
+//! handler per verb. Failures arrive as `api::status::ApiError`s and are written out here.
 
 pub mod connections;
 mod handlers;

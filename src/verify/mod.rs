@@ -384,7 +384,7 @@ impl Verifier {
                 .await
             {
                 Ok(_) => return,
-                Err(e) if e.reason == "Conflict" => continue,
+                Err(e) if e.is_conflict() => continue,
                 Err(e) => {
                     tracing::warn!(%namespace, %name, error = %e.message, "status not written");
                     return;
