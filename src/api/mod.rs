@@ -2,6 +2,7 @@
 //! selectors, its errors (metav1.Status), its Table rendering, and the discovery and OpenAPI
 //! documents that describe it. Values and rules only: nothing here knows HTTP serving or storage.
 
+pub mod decode;
 pub mod discovery;
 pub mod fields;
 pub mod openapi;

@@ -43,6 +43,14 @@ impl ApiError {
         self.code == StatusCode::CONFLICT && self.reason == "Conflict"
     }
 
+    pub fn is_not_found(&self) -> bool {
+        self.code == StatusCode::NOT_FOUND
+    }
+
+    pub fn is_already_exists(&self) -> bool {
+        self.code == StatusCode::CONFLICT && self.reason == "AlreadyExists"
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }

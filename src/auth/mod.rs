@@ -17,8 +17,9 @@ use rustls::pki_types::CertificateDer;
 use self::config::AuthConfig;
 use self::identity::{Identity, chain_verifies, from_certificate, from_headers};
 use self::review::Reviewer;
-use crate::api::types::{GROUP, PLURAL};
 use crate::api::status::ApiError;
+use crate::api::types::{GROUP, PLURAL};
+use crate::registry::SecretAccess;
 
 /// What a request does, as authorization sees it (k8s.io/apiserver's authorizer.Attributes).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,8 +172,32 @@ impl Auth {
     }
 }
 
+/// The capability a write needs to check a Secret reference: whether `identity` may `get` a
+/// Secret, asked of the authorizer like any request.
+pub fn secret_access(auth: Arc<Auth>, identity: Identity) -> SecretAccess {
+    Arc::new(move |namespace: String, name: String| {
+        let (auth, identity) = (auth.clone(), identity.clone());
+        Box::pin(async move {
+            let attributes = Attributes::Resource {
+                verb: "get",
+                group: "",
+                version: "v1",
+                resource: "secrets",
+                subresource: "",
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            if auth.allowed(&identity, &attributes).await? {
+                Ok(())
+            } else {
+                Err(secret_reference_forbidden(&identity, &namespace, &name))
+            }
+        })
+    })
+}
+
 /// 403 for a write that references a Secret in another namespace its writer may not read.
-pub fn secret_reference_forbidden(identity: &Identity, namespace: &str, name: &str) -> ApiError {
+fn secret_reference_forbidden(identity: &Identity, namespace: &str, name: &str) -> ApiError {
     let message = format!(
         "User {:?} cannot get resource \"secrets\" in API group \"\" in the namespace {namespace:?}",
         identity.user

@@ -4,14 +4,15 @@
 
 use serde_json::{Value, json};
 
-use super::decode::{FieldValidation, decode_object};
-use super::limits::{check_object_size, parse_yaml};
+use super::limits::check_object_size;
 use super::managed::{self, Conflict, Managers, Writer};
-use super::write::{WriteOptions, Written, patch_names_revision, without_managed_fields};
+use super::strategy::{Context, Ownership, Subresource, without_managed_fields};
+use super::write::{WriteOptions, Written, patch_names_revision};
 use super::{Registry, decode_stored, key, now, read_error};
+use crate::api::decode::{FieldValidation, decode_object};
 use crate::api::shape::{self, Shape};
-use crate::api::types::{API_VERSION, KIND};
 use crate::api::status::ApiError;
+use crate::api::types::{API_VERSION, KIND};
 
 /// Optimistic-concurrency retries of an apply that names no resourceVersion.
 const APPLY_RETRIES: usize = 8;
@@ -23,15 +24,15 @@ pub struct ApplyOptions {
 }
 
 impl Registry {
+    /// Applies `config` (the request's apply configuration) to the object or its `/status`.
     pub async fn apply(
         &self,
-        namespace: &str,
-        name: &str,
-        status: bool,
-        body: &[u8],
+        (namespace, name): (&str, &str),
+        subresource: Subresource,
+        config: Value,
         options: &ApplyOptions,
     ) -> Result<Written, ApiError> {
-        let mut config = apply_configuration(body, namespace, name)?;
+        let mut config = apply_configuration(config, namespace, name)?;
         let unknown = prune(&mut config, shape::image(), "");
         let warnings = match options.write.field_validation {
             FieldValidation::Strict if !unknown.is_empty() => {
@@ -45,7 +46,7 @@ impl Registry {
         };
         let writer = Writer {
             manager: &options.write.manager,
-            status,
+            subresource,
         };
         for _ in 0..APPLY_RETRIES {
             let current = self.store.get(&key(namespace, name)).map_err(read_error)?;
@@ -60,7 +61,9 @@ impl Registry {
                     let managers = Managers::decode(managers).unwrap_or_default();
                     (without_managed_fields(&stored), managers)
                 }
-                None if status => return Err(ApiError::not_found(name)),
+                None if subresource == Subresource::Status => {
+                    return Err(ApiError::not_found(name));
+                }
                 None => (json!({}), Managers::default()),
             };
             let (merged, managers) =
@@ -69,20 +72,27 @@ impl Registry {
             check_object_size(&merged)?;
             let (mut image, _) = decode_object(&merged, FieldValidation::Ignore)?;
             image.metadata.managed_fields = managers.encode();
+            let write = &options.write;
             let result = match &current {
                 None => {
-                    self.insert(namespace, image, Vec::new(), &options.write, true)
+                    self.insert(namespace, image, write, Ownership::SetByApply)
                         .await
                 }
                 Some(item) => {
-                    self.replace(namespace, name, status, image, item, &options.write, true)
-                        .await
+                    let context = Context {
+                        manager: &write.manager,
+                        subresource,
+                        ownership: Ownership::SetByApply,
+                        now: now(),
+                    };
+                    let target = (namespace, name);
+                    self.replace(target, image, item, write, &context).await
                 }
             };
             match result {
                 // Someone else wrote in between: apply again onto what they wrote.
                 Err(e)
-                    if matches!(e.reason, "Conflict" | "AlreadyExists")
+                    if (e.is_conflict() || e.is_already_exists())
                         && !patch_names_revision(&config) =>
                 {
                     continue;
@@ -98,10 +108,9 @@ impl Registry {
     }
 }
 
-/// Parses and checks an apply configuration: a YAML (or JSON) object of our kind, for the
-/// object the URL names, without managedFields.
-fn apply_configuration(body: &[u8], namespace: &str, name: &str) -> Result<Value, ApiError> {
-    let mut config = parse_yaml(body)?;
+/// Checks an apply configuration: an object of our kind, for the object the URL names,
+/// without managedFields.
+fn apply_configuration(mut config: Value, namespace: &str, name: &str) -> Result<Value, ApiError> {
     if !config.is_object() {
         return Err(ApiError::bad_request(
             "the apply configuration must be an object",

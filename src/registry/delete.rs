@@ -39,36 +39,6 @@ pub struct Preconditions {
 }
 
 impl DeleteOptions {
-    /// The options of a request body (none: the defaults); [`DeleteOptions::check`] them once
-    /// the query's are in.
-    pub fn parse(body: &[u8]) -> Result<DeleteOptions, ApiError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(DeleteOptions::default());
-        }
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))
-    }
-
-    pub fn check(options: DeleteOptions) -> Result<DeleteOptions, ApiError> {
-        if let Some(policy) = &options.propagation_policy
-            && !["Orphan", "Background", "Foreground"].contains(&policy.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "propagationPolicy {policy:?} is not one of Orphan, Background, Foreground"
-                )));
-            }
-        if options.orphan_dependents.is_some() && options.propagation_policy.is_some() {
-            return Err(ApiError::bad_request(
-                "orphanDependents and propagationPolicy may not both be set",
-            ));
-        }
-        if options.grace_period_seconds.is_some_and(|g| g < 0) {
-            return Err(ApiError::bad_request(
-                "gracePeriodSeconds must be 0 or more",
-            ));
-        }
-        Ok(options)
-    }
-
     /// The finalizers an object deleted with these options carries, as k8s.io/apiserver's
     /// generic registry decides them (`registry/generic/registry/store.go`:
     /// `deletionFinalizersForGarbageCollection`, `shouldOrphanDependents`,

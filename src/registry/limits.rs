@@ -4,7 +4,6 @@
 //!   `JSONPatchMaxCopyBytes`, both 3 MiB;
 //! - `k8s.io/apiserver/pkg/endpoints/handlers/patch.go`: at most 10,000 JSON patch operations
 //!   (413 beyond), a failed JSON patch is 422;
-//! - YAML aliases are bounded as sigs.k8s.io/yaml's parser bounds them ("excessive aliasing").
 
 use std::io;
 
@@ -19,11 +18,6 @@ pub const MAX_OBJECT_BYTES: usize = 3 << 20;
 const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 /// The most bytes the `copy` operations of one JSON patch may add, in total.
 const MAX_JSON_PATCH_COPY_BYTES: usize = 3 << 20;
-/// YAML nodes (scalars, sequences, mappings, aliases expanded) one body may decode into: an
-/// object of MAX_OBJECT_BYTES written as YAML has far fewer.
-const MAX_YAML_NODES: usize = 200_000;
-/// YAML aliases one body may use.
-const MAX_YAML_ALIASES: usize = 1_000;
 
 fn too_large(message: String) -> ApiError {
     ApiError::new(
@@ -101,20 +95,6 @@ pub fn apply_json_patch(document: &mut Value, patch: &Value) -> Result<(), ApiEr
 pub fn apply_merge_patch(document: &mut Value, patch: &Value) -> Result<(), ApiError> {
     json_patch::merge(document, patch);
     check_object_size(document)
-}
-
-/// Parses a YAML body into JSON with its nodes and aliases bounded: a "billion laughs" body
-/// of a few lines would otherwise expand into gigabytes.
-pub fn parse_yaml(body: &[u8]) -> Result<Value, ApiError> {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_nodes = MAX_YAML_NODES;
-    budget.max_aliases = MAX_YAML_ALIASES;
-    let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
-    let value: Value = serde_saphyr::from_slice_with_options(body, options)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
-    check_object_size(&value)?;
-    Ok(value)
 }
 
 #[cfg(test)]
@@ -224,24 +204,5 @@ mod tests {
             let mut document = json!({"a": [1], "b": {"c": [true]}});
             proptest::prop_assert!(apply_merge_patch(&mut document, &patch).is_ok());
         }
-    }
-
-    #[test]
-    fn yaml_alias_bombs_are_refused() {
-        let mut yaml = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
-        for i in 1..12 {
-            let p = i - 1;
-            yaml.push_str(&format!(
-                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
-            ));
-        }
-        assert_eq!(
-            parse_yaml(yaml.as_bytes()).unwrap_err().code,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            parse_yaml(b"a: &x [1]\nb: *x\n").unwrap(),
-            json!({"a": [1], "b": [1]})
-        );
     }
 }

@@ -22,7 +22,7 @@ pub struct ListQuery {
     pub selector: Selector,
     pub limit: Option<usize>,
     pub continue_token: Option<String>,
-    pub resource_version: Option<String>,
+    pub resource_version: Option<u64>,
     pub resource_version_match: Option<RevisionMatch>,
 }
 
@@ -98,14 +98,7 @@ impl Registry {
     /// Resolves where a list starts, as kube-apiserver defines resourceVersion semantics.
     pub fn start(&self, query: &ListQuery) -> Result<ListCursor, ApiError> {
         let current = self.store.revision();
-        let requested = match query.resource_version.as_deref() {
-            None | Some("") => None,
-            Some(text) => Some(text.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "resourceVersion {text:?} is not valid: it was not returned by this server"
-                ))
-            })?),
-        };
+        let requested = query.resource_version;
         if let Some(token) = &query.continue_token {
             if requested.is_some_and(|r| r != 0) || query.resource_version_match.is_some() {
                 return Err(ApiError::bad_request(

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntr
 use serde_json::Value;
 
 use super::fieldset::{FieldSet, Path, Step, compare, item_step, path_string};
+use super::strategy::Subresource;
 use crate::api::shape::{self, ListType, Shape};
 use crate::api::types::API_VERSION;
 
@@ -44,16 +45,23 @@ impl Operation {
     }
 }
 
-/// Who is writing: the field manager, and whether through `/status`.
+/// Who is writing: the field manager, and through which endpoint.
 #[derive(Clone, Debug)]
 pub struct Writer<'a> {
     pub manager: &'a str,
-    pub status: bool,
+    pub subresource: Subresource,
 }
 
 impl Writer<'_> {
     fn subresource(&self) -> &'static str {
-        if self.status { "status" } else { "" }
+        match self.subresource {
+            Subresource::Main => "",
+            Subresource::Status => "status",
+        }
+    }
+
+    fn through_status(&self) -> bool {
+        self.subresource == Subresource::Status
     }
 
     fn is(&self, entry: &Manager, operation: Operation) -> bool {
@@ -67,13 +75,13 @@ impl Writer<'_> {
     fn owns(&self, path: &Path) -> bool {
         match path.as_slice() {
             [Step::Field(top), rest @ ..] => match top.as_str() {
-                "status" => self.status,
+                "status" => self.through_status(),
                 "metadata" => {
-                    !self.status
+                    !self.through_status()
                         && matches!(rest.first(), Some(Step::Field(f)) if !SERVER_METADATA.contains(&f.as_str()))
                 }
                 "apiVersion" | "kind" => false,
-                _ => !self.status,
+                _ => !self.through_status(),
             },
             _ => false,
         }
@@ -499,7 +507,7 @@ mod tests {
     fn writer(manager: &str) -> Writer<'_> {
         Writer {
             manager,
-            status: false,
+            subresource: Subresource::Main,
         }
     }
 

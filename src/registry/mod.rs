@@ -4,12 +4,12 @@
 //! values. Every write, from a user or from the verification loop, goes through here.
 
 mod apply;
-mod decode;
 mod delete;
 mod fieldset;
 mod limits;
 mod list;
 mod managed;
+mod strategy;
 mod watch;
 mod write;
 
@@ -18,16 +18,16 @@ use catalog_storage::{Item, ReadError, Store, WriteError};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::types::{API_VERSION, CatalogImage, KIND};
 use crate::api::status::ApiError;
+use crate::api::types::{API_VERSION, CatalogImage, KIND};
 
 pub use apply::ApplyOptions;
-pub use decode::FieldValidation;
 pub use delete::DeleteOptions;
-pub use limits::{MAX_OBJECT_BYTES, parse_yaml};
+pub use limits::{MAX_OBJECT_BYTES, check_object_size};
 pub use list::{ListQuery, RevisionMatch};
+pub use strategy::{SecretAccess, Subresource};
 pub use watch::{WatchEvent, WatchStream};
-pub use write::{PatchKind, SecretAccess, WriteOptions, Written};
+pub use write::{PatchKind, WriteOptions, Written};
 
 #[derive(Clone)]
 pub struct Registry {

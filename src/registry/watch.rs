@@ -181,9 +181,10 @@ impl WatchStream {
     /// The event a change makes for this watcher, if any.
     fn filter(&self, change: &Arc<Change>) -> Result<Option<WatchEvent>, ApiError> {
         if let Some(namespace) = &self.query.namespace
-            && !change.key.starts_with(&key(namespace, "")) {
-                return Ok(None);
-            }
+            && !change.key.starts_with(&key(namespace, ""))
+        {
+            return Ok(None);
+        }
         let selector: &Selector = &self.query.selector;
         let now = change.value.is_some() && selector.matches(&change.indexes);
         let before = change.prev_value.is_some() && selector.matches(&change.prev_indexes);

@@ -1,24 +1,23 @@
-//! create, update and patch, on the main resource and on `/status`, in one strategy order:
-//! decode → server-owned fields → defaults → validation → dry run or one store write.
+//! create, update and patch, on the main resource and on `/status`: each prepares its object
+//! and admits it (`strategy.rs`), then commits it, a dry run stopping short of the store.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use catalog_storage::{Item, Op, WriteError};
-use futures_util::future::BoxFuture;
+use catalog_storage::{Change, Item, Op};
 use rand::Rng;
 use serde_json::Value;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-
-use super::decode::{FieldValidation, decode_object, parse_json};
 use super::limits::{apply_json_patch, apply_merge_patch};
-use super::managed::{Writer, record_update, starting_managers};
-use super::{Registry, decode_stored, encode, key, now, write_error};
+use super::strategy::{
+    Context, Ownership, SecretAccess, Subresource, admit, generates_name, prepare_for_create,
+    prepare_for_update,
+};
+use super::{Registry, decode_stored, encode, key, now, read_error, write_error};
+use crate::api::decode::{FieldValidation, decode_object};
 use crate::api::fields::index_values;
-use crate::api::types::CatalogImage;
-use crate::api::validate::{Cause, default, validate};
 use crate::api::status::ApiError;
+use crate::api::types::{API_VERSION, CatalogImage, CatalogImageStatus, KIND};
 
 #[derive(Clone, Default)]
 pub struct WriteOptions {
@@ -31,15 +30,36 @@ pub struct WriteOptions {
     pub secret_access: Option<SecretAccess>,
 }
 
-/// Answers Ok when the writer may `get` Secret (namespace, name), else the error to return.
-pub type SecretAccess =
-    Arc<dyn Fn(String, String) -> BoxFuture<'static, Result<(), ApiError>> + Send + Sync>;
+impl WriteOptions {
+    fn context(&self, subresource: Subresource, ownership: Ownership) -> Context<'_> {
+        Context {
+            manager: &self.manager,
+            subresource,
+            ownership,
+            now: now(),
+        }
+    }
+}
 
 /// The object as written (its stored bytes) and the warnings to send with it.
 #[derive(Debug)]
 pub struct Written {
     pub object: Bytes,
     pub warnings: Vec<String>,
+}
+
+impl Written {
+    fn of(object: Bytes) -> Written {
+        Written {
+            object,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn with_warnings(mut self, warnings: Vec<String>) -> Written {
+        self.warnings.extend(warnings);
+        self
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +70,8 @@ pub enum PatchKind {
 
 /// Optimistic-concurrency retries of a patch that carries no resourceVersion of its own.
 const PATCH_RETRIES: usize = 8;
-
+/// Tries at a generated name that is not taken yet, as kube-apiserver retries them.
+const NAME_TRIES: usize = 8;
 /// The characters kube-apiserver draws generated name suffixes from.
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
@@ -62,110 +83,37 @@ fn generated_name(prefix: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
-fn check_valid(image: &CatalogImage) -> Result<(), ApiError> {
-    let causes = validate(image);
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            image.metadata.name.as_deref().unwrap_or(""),
-            &causes,
-        ))
-    }
-}
-
 impl Registry {
     pub async fn create(
         &self,
         namespace: &str,
-        body: &[u8],
+        image: CatalogImage,
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let (image, warnings) = decode_object(&parse_json(body)?, options.field_validation)?;
-        self.insert(namespace, image, warnings, options, false)
+        self.insert(namespace, image, options, Ownership::Record)
             .await
     }
 
-    /// Creates `image`; `applied` when server-side apply has already set its managedFields.
+    /// Creates `image`, its managedFields set as `ownership` says.
     pub(super) async fn insert(
         &self,
         namespace: &str,
-        mut image: CatalogImage,
-        warnings: Vec<String>,
+        image: CatalogImage,
         options: &WriteOptions,
-        applied: bool,
+        ownership: Ownership,
     ) -> Result<Written, ApiError> {
-        match image.metadata.namespace.as_deref() {
-            Some(ns) if !ns.is_empty() && ns != namespace => {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            _ => image.metadata.namespace = Some(namespace.to_string()),
-        }
-        let generate = image.metadata.name.as_deref().unwrap_or("").is_empty()
-            && !image
-                .metadata
-                .generate_name
-                .as_deref()
-                .unwrap_or("")
-                .is_empty();
-        let meta = &mut image.metadata;
-        meta.uid = Some(uuid::Uuid::new_v4().to_string());
-        meta.creation_timestamp = Some(now());
-        meta.generation = Some(1);
-        meta.resource_version = None;
-        meta.deletion_timestamp = None;
-        meta.deletion_grace_period_seconds = None;
-        meta.self_link = None;
-        // Status is written through /status only.
-        image.status = None;
-        default(&mut image);
-        if !applied {
-            let writer = Writer {
-                manager: &options.manager,
-                status: false,
-            };
-            image.metadata.managed_fields = record(&image, None, &writer);
-        }
-        // kube-apiserver retries a generated name that happens to be taken.
-        for _ in 0..8 {
+        let context = options.context(Subresource::Main, ownership);
+        let mut image = prepare_for_create(namespace, image, &context)?;
+        let generate = generates_name(&image);
+        for _ in 0..NAME_TRIES {
             if generate {
                 let prefix = image.metadata.generate_name.clone().unwrap_or_default();
                 image.metadata.name = Some(generated_name(&prefix));
             }
-            check_valid(&image)?;
-            check_secret_reference(&image, None, options).await?;
-            let name = image.metadata.name.clone().unwrap_or_default();
-            if options.dry_run {
-                if self
-                    .store
-                    .get(&key(namespace, &name))
-                    .map_err(super::read_error)?
-                    .is_some()
-                {
-                    return Err(ApiError::already_exists(&name));
-                }
-                return Ok(Written {
-                    object: encode_unversioned(&image),
-                    warnings,
-                });
-            }
-            let stored = image.clone();
-            let op = Op::Create {
-                key: key(namespace, &name),
-                indexes: index_values(&image),
-                value: Box::new(move |revision| encode(&stored, revision)),
-            };
-            match self.store.write(vec![op]).await {
-                Ok(changes) => {
-                    return Ok(Written {
-                        object: committed(&changes),
-                        warnings,
-                    });
-                }
-                Err(WriteError::AlreadyExists { .. }) if generate => continue,
-                Err(e) => return Err(write_error(e, &name)),
+            admit(&image, None, options.secret_access.as_ref()).await?;
+            match self.commit_create(namespace, &image, options.dry_run).await {
+                Err(e) if generate && e.is_already_exists() => continue,
+                result => return result.map(Written::of),
             }
         }
         Err(ApiError::already_exists(
@@ -173,172 +121,149 @@ impl Registry {
         ))
     }
 
-    /// PUT on the object (`status` false) or on its `/status`.
-    pub async fn update(
+    async fn commit_create(
         &self,
         namespace: &str,
-        name: &str,
-        status: bool,
-        body: &[u8],
+        image: &CatalogImage,
+        dry_run: bool,
+    ) -> Result<Bytes, ApiError> {
+        let name = image.metadata.name.clone().unwrap_or_default();
+        let key = key(namespace, &name);
+        if dry_run {
+            if self.store.get(&key).map_err(read_error)?.is_some() {
+                return Err(ApiError::already_exists(&name));
+            }
+            return Ok(encode_unversioned(image));
+        }
+        let stored = image.clone();
+        let op = Op::Create {
+            key,
+            indexes: index_values(image),
+            value: Box::new(move |revision| encode(&stored, revision)),
+        };
+        match self.store.write(vec![op]).await {
+            Ok(changes) => Ok(committed(&changes)),
+            Err(e) => Err(write_error(e, &name)),
+        }
+    }
+
+    /// PUT on the object or its `/status`.
+    pub async fn update(
+        &self,
+        (namespace, name): (&str, &str),
+        subresource: Subresource,
+        image: CatalogImage,
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let (image, warnings) = decode_object(&parse_json(body)?, options.field_validation)?;
         let current = self.get(namespace, name)?;
-        let mut written = self
-            .replace(namespace, name, status, image, &current, options, false)
-            .await?;
-        written.warnings.extend(warnings);
-        Ok(written)
+        let context = options.context(subresource, Ownership::Record);
+        self.replace((namespace, name), image, &current, options, &context)
+            .await
     }
 
     /// PATCH on the object or its `/status`; retried on a concurrent write unless the patch
     /// names the resourceVersion it expects.
     pub async fn patch(
         &self,
-        namespace: &str,
-        name: &str,
-        status: bool,
-        kind: PatchKind,
-        body: &[u8],
+        (namespace, name): (&str, &str),
+        subresource: Subresource,
+        (kind, patch): (PatchKind, &Value),
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let patch = parse_json(body)?;
+        let context = options.context(subresource, Ownership::Record);
         for _ in 0..PATCH_RETRIES {
             let current = self.get(namespace, name)?;
             let mut document: Value = serde_json::from_slice(&current.value)
                 .map_err(|e| ApiError::internal(format!("stored object does not decode: {e}")))?;
             match kind {
-                PatchKind::Merge => apply_merge_patch(&mut document, &patch)?,
-                PatchKind::Json => apply_json_patch(&mut document, &patch)?,
+                PatchKind::Merge => apply_merge_patch(&mut document, patch)?,
+                PatchKind::Json => apply_json_patch(&mut document, patch)?,
             }
             let (image, warnings) = decode_object(&document, options.field_validation)?;
             match self
-                .replace(namespace, name, status, image, &current, options, false)
+                .replace((namespace, name), image, &current, options, &context)
                 .await
             {
-                Err(e) if e.is_conflict() && !patch_names_revision(&patch) => continue,
-                Ok(mut written) => {
-                    written.warnings.extend(warnings);
-                    return Ok(written);
-                }
-                Err(e) => return Err(e),
+                Err(e) if e.is_conflict() && !patch_names_revision(patch) => continue,
+                result => return result.map(|written| written.with_warnings(warnings)),
             }
         }
         Err(ApiError::stale(name))
     }
 
-    /// Replaces the stored `current` by `image`, following the rules of the main resource or
-    /// of `/status`; `applied` when server-side apply has already set its managedFields.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes the status `next` computes from the current one through `/status`, as `manager`
+    /// (the server's own writers); retried on a concurrent write.
+    pub async fn update_status(
+        &self,
+        (namespace, name): (&str, &str),
+        manager: &str,
+        next: impl Fn(Option<&CatalogImageStatus>) -> CatalogImageStatus,
+    ) -> Result<Written, ApiError> {
+        let options = WriteOptions {
+            manager: manager.to_string(),
+            ..WriteOptions::default()
+        };
+        let context = options.context(Subresource::Status, Ownership::Record);
+        for _ in 0..PATCH_RETRIES {
+            let current = self.get(namespace, name)?;
+            let mut image = decode_stored(&current.value)?;
+            image.status = Some(next(image.status.as_ref()));
+            match self
+                .replace((namespace, name), image, &current, &options, &context)
+                .await
+            {
+                Err(e) if e.is_conflict() => continue,
+                result => return result,
+            }
+        }
+        Err(ApiError::stale(name))
+    }
+
+    /// Replaces the stored `current` by `image`, as `context` says.
     pub(super) async fn replace(
         &self,
-        namespace: &str,
-        name: &str,
-        status: bool,
-        mut image: CatalogImage,
+        (namespace, name): (&str, &str),
+        image: CatalogImage,
         current: &Item,
         options: &WriteOptions,
-        applied: bool,
+        context: &Context<'_>,
     ) -> Result<Written, ApiError> {
-        let revision = current.revision;
         let old = decode_stored(&current.value)?;
-        if image.metadata.name.as_deref().is_some_and(|n| n != name) {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                image.metadata.name.as_deref().unwrap_or("")
-            )));
-        }
-        if image
-            .metadata
-            .namespace
-            .as_deref()
-            .is_some_and(|ns| !ns.is_empty() && ns != namespace)
-        {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
-        match image.metadata.resource_version.as_deref() {
-            None | Some("") => {}
-            Some(given) if given == revision.to_string() => {}
-            Some(given) if given.parse::<u64>().is_err() => {
-                let cause = Cause::invalid(
-                    "metadata.resourceVersion",
-                    given,
-                    "must be a resourceVersion this server returned",
-                );
-                return Err(ApiError::invalid(name, &[cause]));
-            }
-            Some(_) => return Err(ApiError::stale(name)),
-        }
-        // Defaults first, so that a spec that differs only by omitted defaults is unchanged.
-        default(&mut image);
-        if status {
-            // /status writes change nothing but status.
-            let new_status = image.status.take();
-            image = old.clone();
-            image.status = new_status;
-        } else {
-            image.status = old.status.clone();
-            let meta = &mut image.metadata;
-            meta.deletion_timestamp = old.metadata.deletion_timestamp.clone();
-            meta.deletion_grace_period_seconds = old.metadata.deletion_grace_period_seconds;
-            let spec_changed = image.spec != old.spec;
-            let generation = old.metadata.generation.unwrap_or(1);
-            image.metadata.generation = Some(if spec_changed {
-                generation + 1
-            } else {
-                generation
-            });
-        }
-        let meta = &mut image.metadata;
-        meta.name = Some(name.to_string());
-        meta.namespace = Some(namespace.to_string());
-        meta.uid = old.metadata.uid.clone();
-        meta.creation_timestamp = old.metadata.creation_timestamp.clone();
-        meta.generate_name = meta
-            .generate_name
-            .take()
-            .or(old.metadata.generate_name.clone());
-        meta.self_link = None;
-        meta.resource_version = old.metadata.resource_version.clone();
-        if !applied {
-            let writer = Writer {
-                manager: &options.manager,
-                status,
-            };
-            image.metadata.managed_fields = record(&image, Some(&old), &writer);
-        }
-        check_valid(&image)?;
-        check_secret_reference(&image, Some(&old), options).await?;
+        let image = prepare_for_update((namespace, name), image, &old, current.revision, context)?;
+        admit(&image, Some(&old), options.secret_access.as_ref()).await?;
         if image == old {
             // Nothing changed: no write, no new resourceVersion, as kube-apiserver does.
-            return Ok(Written {
-                object: current.value.clone(),
-                warnings: Vec::new(),
-            });
+            return Ok(Written::of(current.value.clone()));
         }
+        self.commit_update((namespace, name), &image, current.revision, options.dry_run)
+            .await
+            .map(Written::of)
+    }
+
+    /// Writes `image` over the stored object at `revision`; deletes it instead when it is
+    /// being deleted and has just lost its last finalizer.
+    async fn commit_update(
+        &self,
+        (namespace, name): (&str, &str),
+        image: &CatalogImage,
+        revision: u64,
+        dry_run: bool,
+    ) -> Result<Bytes, ApiError> {
         let finished = image.metadata.deletion_timestamp.is_some()
             && image.metadata.finalizers.as_ref().is_none_or(Vec::is_empty);
-        if options.dry_run {
-            return Ok(Written {
-                object: encode(&image, revision),
-                warnings: Vec::new(),
-            });
+        if dry_run {
+            return Ok(encode(image, revision));
         }
         let key = key(namespace, name);
+        let expected = Some(revision);
         let op = if finished {
-            // The last finalizer is gone from an object being deleted: it goes now.
-            Op::Delete {
-                key,
-                expected: Some(revision),
-            }
+            Op::Delete { key, expected }
         } else {
             let stored = image.clone();
             Op::Update {
                 key,
-                expected: Some(revision),
-                indexes: index_values(&image),
+                expected,
+                indexes: index_values(image),
                 value: Box::new(move |revision| encode(&stored, revision)),
             }
         };
@@ -347,69 +272,11 @@ impl Registry {
             .write(vec![op])
             .await
             .map_err(|e| write_error(e, name))?;
-        let object = if finished {
-            encode(&image, changes[0].revision)
-        } else {
-            committed(&changes)
-        };
-        Ok(Written {
-            object,
-            warnings: Vec::new(),
+        Ok(match finished {
+            true => encode(image, changes[0].revision),
+            false => committed(&changes),
         })
     }
-}
-
-/// An entry may name a Secret in another namespace only if its writer may read that Secret;
-/// asked when the reference is new or changed, so writes that leave it alone need no access.
-async fn check_secret_reference(
-    image: &CatalogImage,
-    old: Option<&CatalogImage>,
-    options: &WriteOptions,
-) -> Result<(), ApiError> {
-    let (Some(check), Some(reference)) = (&options.secret_access, &image.spec.auth_secret_ref)
-    else {
-        return Ok(());
-    };
-    let namespace = image.metadata.namespace.as_deref().unwrap_or("");
-    let Some(secret_namespace) = reference
-        .namespace
-        .as_deref()
-        .filter(|ns| !ns.is_empty() && *ns != namespace)
-    else {
-        return Ok(());
-    };
-    if old.is_some_and(|old| old.spec.auth_secret_ref == image.spec.auth_secret_ref) {
-        return Ok(());
-    }
-    check(secret_namespace.to_string(), reference.name.clone()).await
-}
-
-/// The managedFields of `image` after its writer's non-apply write from `old` (None: create).
-fn record(
-    image: &CatalogImage,
-    old: Option<&CatalogImage>,
-    writer: &Writer,
-) -> Option<Vec<ManagedFieldsEntry>> {
-    let stored = old.and_then(|o| o.metadata.managed_fields.as_deref());
-    let managers = starting_managers(image.metadata.managed_fields.as_deref(), stored)?;
-    let old = old.map_or_else(|| Value::Object(Default::default()), without_managed_fields);
-    record_update(
-        managers,
-        &old,
-        &without_managed_fields(image),
-        writer,
-        &now(),
-    )
-    .encode()
-}
-
-/// An object as JSON, without its managedFields: what field ownership is computed over.
-pub(super) fn without_managed_fields(image: &CatalogImage) -> Value {
-    let mut value = serde_json::to_value(image).expect("a CatalogImage always serialises");
-    if let Some(Value::Object(metadata)) = value.get_mut("metadata") {
-        metadata.remove("managedFields");
-    }
-    value
 }
 
 pub(super) fn patch_names_revision(patch: &Value) -> bool {
@@ -423,7 +290,7 @@ pub(super) fn patch_names_revision(patch: &Value) -> bool {
 }
 
 /// The bytes of the object a single-op write committed.
-fn committed(changes: &[std::sync::Arc<catalog_storage::Change>]) -> Bytes {
+fn committed(changes: &[Arc<Change>]) -> Bytes {
     changes[0]
         .value
         .clone()
@@ -433,7 +300,7 @@ fn committed(changes: &[std::sync::Arc<catalog_storage::Change>]) -> Bytes {
 /// A dry-run object: what would be stored, without a resourceVersion.
 fn encode_unversioned(image: &CatalogImage) -> Bytes {
     let mut value = serde_json::to_value(image).expect("a CatalogImage always serialises");
-    value["apiVersion"] = crate::api::types::API_VERSION.into();
-    value["kind"] = crate::api::types::KIND.into();
+    value["apiVersion"] = API_VERSION.into();
+    value["kind"] = KIND.into();
     Bytes::from(value.to_string())
 }

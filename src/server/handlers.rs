@@ -12,23 +12,22 @@ use sha2::{Digest, Sha256};
 
 use super::App;
 use super::connections::Slot;
+use super::decode::{self, list_query};
 use super::negotiate::{Encoding, Output, encoding, output, wants_aggregated_discovery};
 use super::query::Query;
 use super::render;
 use super::response::{Body, encoded, full, json, streamed, with_warnings};
-use crate::api::selector::Selector;
-use crate::api::status::ApiError;
 use super::watch::{self, WatchOptions};
 use super::websocket;
+use crate::api::decode::decode_object;
+use crate::api::selector::Selector;
+use crate::api::status::ApiError;
 use crate::api::types::API_VERSION;
 use crate::api::{discovery, openapi};
 use crate::auth::identity::Identity;
-use crate::auth::{Attributes, Auth, secret_reference_forbidden};
+use crate::auth::secret_access;
 use crate::observe::OpenWatch;
-use crate::registry::{
-    ApplyOptions, DeleteOptions, FieldValidation, ListQuery, PatchKind, RevisionMatch,
-    SecretAccess, WriteOptions, Written, parse_yaml,
-};
+use crate::registry::{ApplyOptions, PatchKind, RevisionMatch, Subresource, WriteOptions, Written};
 
 /// Items read per store page while streaming a list with no limit.
 const STREAM_PAGE: usize = 500;
@@ -140,33 +139,6 @@ pub fn get(
     object_response(form, StatusCode::OK, item.value)
 }
 
-pub fn list_query(namespace: Option<String>, query: &Query) -> Result<ListQuery, ApiError> {
-    let resource_version_match = match query.get("resourceVersionMatch") {
-        None | Some("") => None,
-        Some("NotOlderThan") => Some(RevisionMatch::NotOlderThan),
-        Some("Exact") => Some(RevisionMatch::Exact),
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "resourceVersionMatch: unsupported value {other:?}"
-            )));
-        }
-    };
-    Ok(ListQuery {
-        namespace,
-        selector: Selector::parse(query.get("labelSelector"), query.get("fieldSelector"))?,
-        limit: query
-            .number("limit")?
-            .filter(|l| *l > 0)
-            .map(|l| l as usize),
-        continue_token: query
-            .get("continue")
-            .filter(|c| !c.is_empty())
-            .map(str::to_string),
-        resource_version: query.get("resourceVersion").map(str::to_string),
-        resource_version_match,
-    })
-}
-
 pub async fn list(
     app: &App,
     headers: &HeaderMap,
@@ -250,10 +222,7 @@ pub async fn watch(
 ) -> Result<Response<Body>, ApiError> {
     let (format, _) = output(accept(headers), query.get("includeObject"), true)?;
     let list_query = list_query(namespace, query)?;
-    let rv = list_query
-        .resource_version
-        .as_deref()
-        .filter(|r| !r.is_empty());
+    let rv = list_query.resource_version;
     let send_initial = query
         .get("sendInitialEvents")
         .map(|_| query.flag("sendInitialEvents"))
@@ -270,15 +239,12 @@ pub async fn watch(
             )],
         ));
     }
-    let after =
-        match (rv, send_initial) {
-            (_, Some(true)) => None,
-            (None | Some("0"), None) => None,
-            (None | Some("0"), Some(false)) => Some(app.registry.store().revision()),
-            (Some(rv), _) => Some(rv.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("resourceVersion {rv:?} is not valid"))
-            })?),
-        };
+    let after = match (rv, send_initial) {
+        (_, Some(true)) => None,
+        (None | Some(0), None) => None,
+        (None | Some(0), Some(false)) => Some(app.registry.store().revision()),
+        (Some(rv), _) => Some(rv),
+    };
     if let Some(after) = after {
         app.registry.wait_for_revision(after).await?;
     }
@@ -318,32 +284,9 @@ fn write_options(
 ) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run: query.dry_run()?,
-        field_validation: FieldValidation::parse(query.get("fieldValidation"))?,
+        field_validation: decode::field_validation(query)?,
         manager: field_manager(headers, query)?,
         secret_access: Some(secret_access(app.auth.clone(), identity.clone())),
-    })
-}
-
-/// Whether `identity` may `get` a Secret, asked of the authorizer like any request.
-fn secret_access(auth: Arc<Auth>, identity: Identity) -> SecretAccess {
-    Arc::new(move |namespace: String, name: String| {
-        let (auth, identity) = (auth.clone(), identity.clone());
-        Box::pin(async move {
-            let attributes = Attributes::Resource {
-                verb: "get",
-                group: "",
-                version: "v1",
-                resource: "secrets",
-                subresource: "",
-                namespace: namespace.clone(),
-                name: name.clone(),
-            };
-            if auth.allowed(&identity, &attributes).await? {
-                Ok(())
-            } else {
-                Err(secret_reference_forbidden(&identity, &namespace, &name))
-            }
-        })
     })
 }
 
@@ -407,37 +350,16 @@ fn object_response(
     Ok(encoded(code, encoding, rendered.unwrap_or(object)))
 }
 
+/// A write's answer, with the warnings of decoding its request and of the write.
 fn written(
     form: (Output, Encoding),
     code: StatusCode,
     written: Written,
+    mut warnings: Vec<String>,
 ) -> Result<Response<Body>, ApiError> {
     let response = object_response(form, code, written.object)?;
-    Ok(with_warnings(response, &written.warnings))
-}
-
-const WRITE_TYPES: [&str; 2] = ["application/json", "application/yaml"];
-
-fn content_type(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .unwrap_or("application/json")
-        .trim()
-}
-
-/// A create or update body as JSON: JSON as sent, YAML converted.
-fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Bytes, ApiError> {
-    match content_type(headers) {
-        "application/json" | "" | "*/*" => Ok(Bytes::copy_from_slice(body)),
-        "application/yaml" => yaml_to_json(body),
-        other => Err(ApiError::unsupported_media_type(other, &WRITE_TYPES)),
-    }
-}
-
-fn yaml_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
-    Ok(Bytes::from(parse_yaml(body)?.to_string()))
+    warnings.extend(written.warnings);
+    Ok(with_warnings(response, &warnings))
 }
 
 pub async fn create(
@@ -449,51 +371,38 @@ pub async fn create(
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let form = response_form(headers, query)?;
-    let body = json_body(headers, body)?;
-    let result = app
-        .registry
-        .create(
-            namespace,
-            &body,
-            &write_options(app, identity, headers, query)?,
-        )
-        .await?;
-    written(form, StatusCode::CREATED, result)
+    let options = write_options(app, identity, headers, query)?;
+    let document = decode::object_document(headers, body)?;
+    let (image, warnings) = decode_object(&document, options.field_validation)?;
+    let result = app.registry.create(namespace, image, &options).await?;
+    written(form, StatusCode::CREATED, result, warnings)
 }
 
 pub async fn update(
     app: &App,
     identity: &Identity,
-    headers: &HeaderMap,
-    query: &Query,
-    namespace: &str,
-    name: &str,
-    status: bool,
+    (headers, query): (&HeaderMap, &Query),
+    target: (&str, &str),
+    subresource: Subresource,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let form = response_form(headers, query)?;
-    let body = json_body(headers, body)?;
+    let options = write_options(app, identity, headers, query)?;
+    let document = decode::object_document(headers, body)?;
+    let (image, warnings) = decode_object(&document, options.field_validation)?;
     let result = app
         .registry
-        .update(
-            namespace,
-            name,
-            status,
-            &body,
-            &write_options(app, identity, headers, query)?,
-        )
+        .update(target, subresource, image, &options)
         .await?;
-    written(form, StatusCode::OK, result)
+    written(form, StatusCode::OK, result, warnings)
 }
 
 pub async fn patch(
     app: &App,
     identity: &Identity,
-    headers: &HeaderMap,
-    query: &Query,
-    namespace: &str,
-    name: &str,
-    status: bool,
+    (headers, query): (&HeaderMap, &Query),
+    target: (&str, &str),
+    subresource: Subresource,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let form = response_form(headers, query)?;
@@ -502,7 +411,7 @@ pub async fn patch(
         .get("force")
         .map(|_| query.flag("force"))
         .transpose()?;
-    let kind = match content_type(headers) {
+    let kind = match decode::content_type(headers) {
         "application/apply-patch+yaml" => {
             if query.get("fieldManager").is_none_or(str::is_empty) {
                 return Err(invalid_option(
@@ -510,15 +419,16 @@ pub async fn patch(
                     "Required value: is required for apply patch",
                 ));
             }
+            let config = decode::parse_yaml(body)?;
             let options = ApplyOptions {
                 force: force.unwrap_or(false),
                 write,
             };
             let result = app
                 .registry
-                .apply(namespace, name, status, body, &options)
+                .apply(target, subresource, config, &options)
                 .await?;
-            return written(form, StatusCode::OK, result);
+            return written(form, StatusCode::OK, result, Vec::new());
         }
         "application/json-patch+json" => PatchKind::Json,
         "application/merge-patch+json" => PatchKind::Merge,
@@ -535,24 +445,12 @@ pub async fn patch(
             "Forbidden: may not be specified for non-apply patch",
         ));
     }
+    let patch = decode::parse_json(body)?;
     let result = app
         .registry
-        .patch(namespace, name, status, kind, body, &write)
+        .patch(target, subresource, (kind, &patch), &write)
         .await?;
-    written(form, StatusCode::OK, result)
-}
-
-/// DeleteOptions from the body, with the query's `propagationPolicy` and `orphanDependents`
-/// (as kube-apiserver takes them from either).
-fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
-    let mut options = DeleteOptions::parse(body)?;
-    if let Some(policy) = query.get("propagationPolicy") {
-        options.propagation_policy = Some(policy.to_string());
-    }
-    if query.get("orphanDependents").is_some() {
-        options.orphan_dependents = Some(query.flag("orphanDependents")?);
-    }
-    DeleteOptions::check(options)
+    written(form, StatusCode::OK, result, Vec::new())
 }
 
 pub async fn delete(
@@ -564,7 +462,7 @@ pub async fn delete(
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let form = response_form(headers, query)?;
-    let options = delete_options(query, body)?;
+    let options = decode::delete_options(query, body)?;
     let (object, gone) = app
         .registry
         .delete(namespace, name, &options, query.dry_run()?)
@@ -586,7 +484,7 @@ pub async fn delete_collection(
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let selector = Selector::parse(query.get("labelSelector"), query.get("fieldSelector"))?;
-    let options = delete_options(query, body)?;
+    let options = decode::delete_options(query, body)?;
     let (revision, objects) = app
         .registry
         .delete_collection(namespace.as_deref(), &selector, &options, query.dry_run()?)

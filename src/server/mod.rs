@@ -2,6 +2,7 @@
 //! handler per verb. Failures arrive as `api::status::ApiError`s and are written out here.
 
 pub mod connections;
+mod decode;
 mod handlers;
 pub mod negotiate;
 mod query;
@@ -34,11 +35,11 @@ use self::connections::{Connections, Slot, Throttle};
 use self::query::Query;
 use self::request::{Target, attributes, target};
 use self::response::{Body, error};
-use crate::api::status::ApiError;
 use crate::api::openapi;
+use crate::api::status::ApiError;
 use crate::auth::{Attributes, Auth, ChainVerdicts};
 use crate::observe::{Metrics, RequestLabels, VerbLabels};
-use crate::registry::Registry;
+use crate::registry::{Registry, Subresource};
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -265,23 +266,21 @@ impl App {
                 Target::Object {
                     namespace,
                     name,
-                    status,
+                    subresource,
                 },
-            ) => match (about.attributes.verb(), status) {
+            ) => match (about.attributes.verb(), subresource) {
                 ("get", _) => handlers::get(self, headers, query, namespace, name),
                 ("update", _) => {
-                    handlers::update(
-                        self, &identity, headers, query, namespace, name, *status, &body,
-                    )
-                    .await
+                    let request = (headers, query);
+                    let target = (namespace.as_str(), name.as_str());
+                    handlers::update(self, &identity, request, target, *subresource, &body).await
                 }
                 ("patch", _) => {
-                    handlers::patch(
-                        self, &identity, headers, query, namespace, name, *status, &body,
-                    )
-                    .await
+                    let request = (headers, query);
+                    let target = (namespace.as_str(), name.as_str());
+                    handlers::patch(self, &identity, request, target, *subresource, &body).await
                 }
-                ("delete", false) => {
+                ("delete", Subresource::Main) => {
                     handlers::delete(self, headers, query, namespace, name, &body).await
                 }
                 _ => Err(ApiError::method_not_allowed(&parts.method)),

@@ -4,6 +4,7 @@ use http::Method;
 
 use crate::api::types::{GROUP, PLURAL, VERSION};
 use crate::auth::Attributes;
+use crate::registry::Subresource;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -23,7 +24,7 @@ pub enum Target {
     Object {
         namespace: String,
         name: String,
-        status: bool,
+        subresource: Subresource,
     },
     Unknown,
 }
@@ -67,12 +68,12 @@ pub fn target(path: &str) -> Target {
             ["namespaces", ns, r, name] if *r == PLURAL && !name.is_empty() => Target::Object {
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                status: false,
+                subresource: Subresource::Main,
             },
             ["namespaces", ns, r, name, "status"] if *r == PLURAL => Target::Object {
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                status: true,
+                subresource: Subresource::Status,
             },
             _ => Target::Unknown,
         },
@@ -118,9 +119,12 @@ pub fn attributes<'a>(
         Target::Object {
             namespace,
             name,
-            status,
+            subresource,
         } => {
-            let subresource = if *status { "status" } else { "" };
+            let subresource = match subresource {
+                Subresource::Main => "",
+                Subresource::Status => "status",
+            };
             (resource(namespace, name, subresource), name)
         }
         _ => (
@@ -169,7 +173,7 @@ mod tests {
             Target::Object {
                 namespace: "a".into(),
                 name: "x".into(),
-                status: true
+                subresource: Subresource::Status
             }
         );
         assert_eq!(
@@ -185,7 +189,7 @@ mod tests {
             Target::Object {
                 namespace: "a/b".into(),
                 name: "..".into(),
-                status: false
+                subresource: Subresource::Main
             }
         );
         assert_eq!(

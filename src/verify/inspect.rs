@@ -219,9 +219,10 @@ impl Source<'_> {
     /// The manifest or index `image` names, parsed, with its digest.
     async fn manifest(&self, image: &Reference) -> Result<(Value, String), Failure> {
         if let Some(digest) = image.digest()
-            && let Some(manifest) = self.kept(digest) {
-                return Ok((manifest, digest.to_string()));
-            }
+            && let Some(manifest) = self.kept(digest)
+        {
+            return Ok((manifest, digest.to_string()));
+        }
         let (bytes, digest) = self
             .client
             .pull_manifest_raw(image, self.auth, &MANIFEST_TYPES)

@@ -27,10 +27,10 @@ use self::credentials::{CredentialSources, registry_host};
 use self::hosts::{Admission, HostOptions, Hosts};
 use self::inspect::{Failure, Inspection, inspect};
 use self::verdict::Outcome;
-use crate::api::types::{CatalogImage, Phase};
+use crate::api::types::{CatalogImage, CatalogImageStatus, Phase};
 use crate::api::validate::parse_go_duration;
 use crate::observe::{CheckLabels, HostLabels, Metrics};
-use crate::registry::{ListQuery, Registry, WatchEvent, WriteOptions, decode_stored};
+use crate::registry::{ListQuery, Registry, WatchEvent, decode_stored};
 
 /// The field manager of status writes.
 pub const MANAGER: &str = "catalog-apiserver-verifier";
@@ -355,41 +355,22 @@ impl Verifier {
         cell.clone()
     }
 
-    /// Writes the status `next` computes from the current one, through `/status`; retried on
-    /// a concurrent write.
+    /// Writes the status `next` computes from the current one.
     async fn write_status(
         &self,
         namespace: &str,
         name: &str,
-        next: impl Fn(
-            Option<&crate::api::types::CatalogImageStatus>,
-        ) -> crate::api::types::CatalogImageStatus,
+        next: impl Fn(Option<&CatalogImageStatus>) -> CatalogImageStatus,
     ) {
-        let options = WriteOptions {
-            manager: MANAGER.into(),
-            ..WriteOptions::default()
-        };
-        for _ in 0..5 {
-            let Ok(item) = self.registry.get(namespace, name) else {
-                return;
-            };
-            let Ok(mut image) = decode_stored(&item.value) else {
-                return;
-            };
-            image.status = Some(next(image.status.as_ref()));
-            let body = serde_json::to_vec(&image).expect("a CatalogImage serialises");
-            match self
-                .registry
-                .update(namespace, name, true, &body, &options)
-                .await
-            {
-                Ok(_) => return,
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => {
-                    tracing::warn!(%namespace, %name, error = %e.message, "status not written");
-                    return;
-                }
-            }
+        let written = self
+            .registry
+            .update_status((namespace, name), MANAGER, next)
+            .await;
+        match written {
+            // Deleted while it was being verified: nothing to report.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(%namespace, %name, error = %e.message, "status not written"),
+            Ok(_) => {}
         }
     }
 }

@@ -335,9 +335,11 @@ impl Group {
             if change.value.is_none() {
                 let object_key = codec::object_key(&change.key);
                 if let Some(record) = self.read_object(&no_txn, &change.key)?
-                    && record.value.is_none() && record.revision == change.revision {
-                        self.batch.delete(object_key);
-                    }
+                    && record.value.is_none()
+                    && record.revision == change.revision
+                {
+                    self.batch.delete(object_key);
+                }
             }
             for (name, value) in removed(&change.prev_indexes, &change.indexes) {
                 let entry_key = codec::index_key(name, value, &change.key);

@@ -80,12 +80,7 @@ pub trait View {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
 
     /// Visits the keys in `[start, end)` in ascending order until `visit` breaks.
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut Visitor,
-    ) -> Result<(), EngineError>;
+    fn scan(&self, start: &[u8], end: &[u8], visit: &mut Visitor) -> Result<(), EngineError>;
 }
 
 /// The engines the store can run on. The choice and its figures are in storage/README.md.

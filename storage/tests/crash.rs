@@ -232,9 +232,10 @@ fn check_engine(engine: EngineKind, name: &str, seed: u64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let [_, mode, dir, engine, run] = &args[..]
-        && mode == "child" {
-            return child(dir, engine, run);
-        }
+        && mode == "child"
+    {
+        return child(dir, engine, run);
+    }
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

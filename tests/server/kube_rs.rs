@@ -83,9 +83,10 @@ where
     rt.block_on(async {
         while let Some(event) = events.next().await {
             if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event
-                && o.metadata.name.as_deref() == Some(name) {
-                    return;
-                }
+                && o.metadata.name.as_deref() == Some(name)
+            {
+                return;
+            }
         }
         panic!("the watch ended before {name} was seen");
     })

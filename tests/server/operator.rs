@@ -56,16 +56,20 @@ fn compare(path: &str, upstream: &Value, ours: &Value, components: &Value, gaps:
     }
     let enforced_by_server = SERVER_SIDE_RULES.contains(&path);
     if let Some(values) = upstream["enum"].as_array()
-        && Some(values) != ours["enum"].as_array() && !enforced_by_server {
-            gaps.push(format!("{path}: enum {values:?} here {}", ours["enum"]));
-        }
+        && Some(values) != ours["enum"].as_array()
+        && !enforced_by_server
+    {
+        gaps.push(format!("{path}: enum {values:?} here {}", ours["enum"]));
+    }
     if let Some(default) = upstream.get("default")
-        && ours.get("default") != Some(default) && !enforced_by_server {
-            gaps.push(format!(
-                "{path}: default {default} here {}",
-                ours["default"]
-            ));
-        }
+        && ours.get("default") != Some(default)
+        && !enforced_by_server
+    {
+        gaps.push(format!(
+            "{path}: default {default} here {}",
+            ours["default"]
+        ));
+    }
     for (field, schema) in upstream["properties"].as_object().into_iter().flatten() {
         let here = &ours["properties"][field];
         compare(&format!("{path}.{field}"), schema, here, components, gaps);

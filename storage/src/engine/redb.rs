@@ -93,9 +93,10 @@ impl Drop for RedbEngine {
     fn drop(&mut self) {
         let mut wal = self.wal.lock().expect("not poisoned");
         if wal.len() > 0
-            && let Err(e) = self.checkpoint(&mut wal) {
-                tracing::warn!(error = %e, "checkpoint at close failed; the log is applied at the next open");
-            }
+            && let Err(e) = self.checkpoint(&mut wal)
+        {
+            tracing::warn!(error = %e, "checkpoint at close failed; the log is applied at the next open");
+        }
     }
 }
 
@@ -107,12 +108,7 @@ impl View for RedbView {
         Ok(self.0.get(key).map_err(fail)?.map(|v| v.value().to_vec()))
     }
 
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut Visitor,
-    ) -> Result<(), EngineError> {
+    fn scan(&self, start: &[u8], end: &[u8], visit: &mut Visitor) -> Result<(), EngineError> {
         for entry in self.0.range(start..end).map_err(fail)? {
             let (k, v) = entry.map_err(fail)?;
             if visit(k.value(), v.value()).is_break() {
@@ -141,10 +137,11 @@ impl Engine for RedbEngine {
             return Err(e);
         }
         if (wal.len() >= CHECKPOINT_BYTES || wal.records() >= CHECKPOINT_COMMITS)
-            && let Err(e) = self.checkpoint(&mut wal) {
-                // Nothing is lost: the log still holds it all, and the next commit tries again.
-                tracing::warn!(error = %e, "checkpoint failed");
-            }
+            && let Err(e) = self.checkpoint(&mut wal)
+        {
+            // Nothing is lost: the log still holds it all, and the next commit tries again.
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
         Ok(())
     }
 }

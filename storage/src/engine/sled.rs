@@ -51,12 +51,7 @@ impl View for SledView {
         Ok(self.0.get(key).map_err(fail)?.map(|v| v.to_vec()))
     }
 
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut Visitor,
-    ) -> Result<(), EngineError> {
+    fn scan(&self, start: &[u8], end: &[u8], visit: &mut Visitor) -> Result<(), EngineError> {
         for entry in self.0.range(start..end) {
             let (k, v) = entry.map_err(fail)?;
             if visit(&k, &v).is_break() {

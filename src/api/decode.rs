@@ -1,37 +1,20 @@
-//! Decoding a request body into a CatalogImage: malformed JSON is 400, a value of the wrong
-//! type is 422 naming its field, and unknown fields follow `fieldValidation` (Strict: 400,
-//! Warn: dropped with a warning, Ignore: dropped), as kube-apiserver does.
+//! Decoding a JSON document into a CatalogImage: a value of the wrong type is 422 naming its
+//! field, and unknown fields follow `fieldValidation` (Strict: 400, Warn: dropped with a
+//! warning, Ignore: dropped), as kube-apiserver does.
 
 use serde_json::Value;
 
+use crate::api::status::ApiError;
 use crate::api::types::{API_VERSION, CatalogImage, KIND};
 use crate::api::validate::Cause;
-use crate::api::status::ApiError;
 
+/// What to do with fields the schema does not know (the `fieldValidation` parameter).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FieldValidation {
     Ignore,
     #[default]
     Warn,
     Strict,
-}
-
-impl FieldValidation {
-    pub fn parse(value: Option<&str>) -> Result<FieldValidation, ApiError> {
-        match value {
-            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
-            Some("Ignore") => Ok(FieldValidation::Ignore),
-            Some("Strict") => Ok(FieldValidation::Strict),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "fieldValidation must be one of Ignore, Warn or Strict, not {other:?}"
-            ))),
-        }
-    }
-}
-
-pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
 
 /// Decodes `value` as a CatalogImage; returns it with the warnings to send.
