@@ -1,7 +1,6 @@
 //! Per registry host: its oci-client (with the host's CA from a containers `certs.d` directory,
 //! or plain HTTP for an opted-in insecure host), a request-rate limit, and a circuit breaker
-//! that stops contacting a failing host until a cool-down has passed, then lets one probe
-//! through (half-open).
+//! (`breaker.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,6 +9,8 @@ use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use tokio::time::Instant;
+
+use super::breaker::{Admission, Breaker, Circuit, Thresholds};
 
 #[derive(Clone, Debug)]
 pub struct HostOptions {
@@ -30,20 +31,6 @@ pub struct HostOptions {
 /// Distinct credentials for one host beyond which its clients start over.
 const MAX_CLIENTS_PER_HOST: usize = 256;
 
-/// A host's circuit; the numbers are what the circuit-state metric reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Circuit {
-    Closed = 0,
-    HalfOpen = 1,
-    Open = 2,
-}
-
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-    probing: bool,
-}
-
 struct Limiter {
     tokens: f64,
     at: Instant,
@@ -59,24 +46,12 @@ pub struct Host {
     options: HostOptions,
 }
 
-/// Whether a request may go to the host now.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Admission {
-    Go,
-    /// The circuit is open (or a probe is already out): do not contact the host.
-    CircuitOpen,
-}
-
 impl Host {
     fn new(name: &str, options: &HostOptions) -> Host {
         Host {
             name: name.to_string(),
             clients: Mutex::new(HashMap::new()),
-            breaker: Mutex::new(Breaker {
-                failures: 0,
-                open_until: None,
-                probing: false,
-            }),
+            breaker: Mutex::new(Breaker::default()),
             limiter: tokio::sync::Mutex::new(Limiter {
                 tokens: options.rate.max(1.0),
                 at: Instant::now(),
@@ -129,41 +104,29 @@ impl Host {
     }
 
     pub fn circuit(&self) -> Circuit {
-        let breaker = self.breaker.lock().expect("breaker lock");
-        match breaker.open_until {
-            None => Circuit::Closed,
-            Some(until) if Instant::now() < until => Circuit::Open,
-            Some(_) => Circuit::HalfOpen,
-        }
+        self.breaker
+            .lock()
+            .expect("breaker lock")
+            .circuit(Instant::now())
     }
 
-    /// Asks to contact the host: closed, go; open, no; half-open, one probe goes.
+    /// Asks to contact the host.
     pub fn admit(&self) -> Admission {
-        let mut breaker = self.breaker.lock().expect("breaker lock");
-        match breaker.open_until {
-            None => Admission::Go,
-            Some(until) if Instant::now() < until => Admission::CircuitOpen,
-            Some(_) if breaker.probing => Admission::CircuitOpen,
-            Some(_) => {
-                breaker.probing = true;
-                Admission::Go
-            }
-        }
+        self.breaker
+            .lock()
+            .expect("breaker lock")
+            .admit(Instant::now())
     }
 
-    /// Records how a contact went: a success closes the circuit, enough failures open it.
+    /// Records how a contact went.
     pub fn record(&self, reachable: bool) {
+        let thresholds = Thresholds {
+            failures: self.options.failure_threshold,
+            cool_down: self.options.cool_down,
+        };
         let mut breaker = self.breaker.lock().expect("breaker lock");
-        let probe = std::mem::take(&mut breaker.probing);
-        if reachable {
-            breaker.failures = 0;
-            breaker.open_until = None;
-            return;
-        }
-        breaker.failures += 1;
-        if probe || breaker.failures >= self.options.failure_threshold {
-            breaker.open_until = Some(Instant::now() + self.options.cool_down);
-            tracing::warn!(failures = breaker.failures, "registry circuit open");
+        if breaker.record(reachable, Instant::now(), thresholds) {
+            tracing::warn!(host = %self.name, "registry circuit open");
         }
     }
 
@@ -221,32 +184,6 @@ mod tests {
             cool_down: Duration::from_secs(30),
             timeout: Duration::from_secs(5),
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_circuit_opens_after_failures_then_lets_one_probe_through() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let host = Host::new("registry.example", &options());
-        for _ in 0..3 {
-            assert_eq!(host.admit(), Admission::Go);
-            host.record(false);
-        }
-        assert_eq!(host.circuit(), Circuit::Open);
-        assert_eq!(host.admit(), Admission::CircuitOpen);
-        tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(host.circuit(), Circuit::HalfOpen);
-        assert_eq!(host.admit(), Admission::Go);
-        assert_eq!(host.admit(), Admission::CircuitOpen, "one probe at a time");
-        host.record(false);
-        assert_eq!(
-            host.circuit(),
-            Circuit::Open,
-            "a failed probe opens it again"
-        );
-        tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(host.admit(), Admission::Go);
-        host.record(true);
-        assert_eq!(host.circuit(), Circuit::Closed);
     }
 
     #[tokio::test(start_paused = true)]

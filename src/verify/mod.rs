@@ -7,28 +7,29 @@
 //! checked by at most `concurrency` workers; each registry host has a rate limit and a circuit
 //! breaker, and entries that share a reference share one registry round trip.
 
+mod breaker;
 pub mod credentials;
 pub mod hosts;
 pub mod inspect;
 pub mod lease;
+mod schedule;
+mod shared;
 pub mod verdict;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use oci_client::secrets::RegistryAuth;
-use sha2::{Digest, Sha256};
-use tokio::sync::{OnceCell, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
+use self::breaker::Admission;
 use self::credentials::{CredentialSources, registry_host};
-use self::hosts::{Admission, HostOptions, Hosts};
-use self::inspect::{Failure, Inspection, inspect};
+use self::hosts::{HostOptions, Hosts};
+use self::inspect::{Failure, inspect};
+use self::schedule::{Backoff, Clock, Queue, draw_jitter};
+use self::shared::{SharedAnswers, credentials_key, question};
 use self::verdict::Outcome;
 use crate::api::types::{CatalogImage, CatalogImageStatus, Phase};
-use crate::api::validate::parse_go_duration;
 use crate::observe::{CheckLabels, HostLabels, Metrics};
 use crate::registry::{ListQuery, Registry, WatchEvent, decode_stored};
 
@@ -47,27 +48,13 @@ pub struct VerifyOptions {
     pub hosts: HostOptions,
 }
 
-/// The interval for entries without one (the contract's default).
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// Answers kept before the stale ones are swept.
-const SHARED_SWEEP_AT: usize = 4096;
-
-/// One registry answer, shared by the entries that asked the same question.
-type Shared = Arc<OnceCell<(Instant, Result<Inspection, Failure>)>>;
-
 pub struct Verifier {
     registry: Registry,
     metrics: Arc<Metrics>,
     hosts: Hosts,
     credentials: CredentialSources,
     options: VerifyOptions,
-    shared: Mutex<HashMap<[u8; 32], Shared>>,
-}
-
-/// `base` spread by ±10%, so that entries written together do not fall due together.
-fn jittered(base: Duration) -> Duration {
-    base.mul_f64(rand::random_range(0.9..1.1))
+    shared: SharedAnswers,
 }
 
 impl Verifier {
@@ -82,47 +69,22 @@ impl Verifier {
             metrics,
             hosts: Hosts::new(options.hosts.clone()),
             credentials,
+            shared: SharedAnswers::new(options.share_window),
             options,
-            shared: Mutex::new(HashMap::new()),
         }
     }
 
-    /// When `image` is next due.
+    /// When `image` is next due, from now.
     fn due(&self, image: &CatalogImage) -> Instant {
-        let now = Instant::now();
-        let generation = image.metadata.generation.unwrap_or(1);
-        let Some(status) = image
-            .status
-            .as_ref()
-            .filter(|s| s.observed_generation == Some(generation))
-        else {
-            return now;
+        let backoff = Backoff {
+            base: self.options.retry_base,
+            cap: self.options.retry_cap,
         };
-        let interval = image
-            .spec
-            .verification_interval
-            .as_deref()
-            .and_then(parse_go_duration)
-            .unwrap_or(DEFAULT_INTERVAL);
-        let since_last = status
-            .last_verification_time
-            .as_ref()
-            .map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
-            .unwrap_or_default();
-        let wait = match status.phase {
-            Some(Phase::Unavailable) => {
-                let failures = status.verification_failures.unwrap_or(1).clamp(1, 30) as u32;
-                let backoff = self
-                    .options
-                    .retry_base
-                    .saturating_mul(1 << (failures - 1).min(20));
-                jittered(backoff.min(self.options.retry_cap))
-            }
-            Some(Phase::Available | Phase::Failed) => jittered(interval),
-            // Pending or Verifying at this generation: a check was cut short; do it again.
-            _ => Duration::ZERO,
+        let clock = Clock {
+            now: Instant::now(),
+            wall: jiff::Timestamp::now(),
         };
-        now + wait.saturating_sub(since_last)
+        schedule::due(image, backoff, clock, draw_jitter())
     }
 
     /// Verifies while `leading` is true (this replica holds the lease), until `shutdown`.
@@ -149,7 +111,7 @@ impl Verifier {
     async fn verify(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let workers = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
         let (done_tx, mut done) = mpsc::unbounded_channel::<String>();
-        let mut schedule = Schedule::default();
+        let mut queue = Queue::default();
         'watching: loop {
             let mut events = match self.registry.watch(ListQuery::default(), None, true) {
                 Ok(events) => events,
@@ -159,22 +121,19 @@ impl Verifier {
                 }
             };
             loop {
-                self.metrics.queue_depth.set(schedule.current.len() as i64);
-                let next_due = schedule.next_due();
+                self.metrics.queue_depth.set(queue.len() as i64);
+                let next_due = queue.next_due();
                 let due_now = next_due.is_some_and(|at| at <= Instant::now());
                 tokio::select! {
                     event = events.next() => match event {
                         Ok(WatchEvent::Added(bytes) | WatchEvent::Modified(bytes)) => {
                             if let Ok(image) = decode_stored(&bytes) {
-                                let key = key_of(&image);
-                                if !schedule.in_flight.contains(&key) {
-                                    schedule.at(key, self.due(&image));
-                                }
+                                queue.at(key_of(&image), self.due(&image));
                             }
                         }
                         Ok(WatchEvent::Deleted(bytes)) => {
                             if let Ok(image) = decode_stored(&bytes) {
-                                schedule.forget(&key_of(&image));
+                                queue.forget(&key_of(&image));
                             }
                         }
                         Ok(WatchEvent::Bookmark { .. }) => {}
@@ -185,18 +144,17 @@ impl Verifier {
                         }
                     },
                     Some(key) = done.recv() => {
-                        schedule.in_flight.remove(&key);
+                        queue.finished(&key);
                         if let Some((namespace, name)) = key.split_once('/')
                             && let Ok(item) = self.registry.get(namespace, name)
                             && let Ok(image) = decode_stored(&item.value)
                         {
-                            schedule.at(key, self.due(&image));
+                            queue.at(key, self.due(&image));
                         }
                     }
                     permit = workers.clone().acquire_owned(), if due_now => {
                         let Ok(permit) = permit else { return };
-                        let Some(key) = schedule.pop_due() else { continue };
-                        schedule.in_flight.insert(key.clone());
+                        let Some(key) = queue.start_next() else { continue };
                         let (verifier, done) = (self.clone(), done_tx.clone());
                         tokio::spawn(async move {
                             verifier.check(&key).await;
@@ -289,7 +247,9 @@ impl Verifier {
         let host_name = registry_host(reference);
         let host = self.hosts.get(host_name);
         let credentials = credentials_key(&auth);
-        let cell = self.shared_cell(share_key(reference, architecture.as_deref(), &credentials));
+        let cell = self
+            .shared
+            .answer(question(reference, architecture.as_deref(), &credentials));
         let (_, result) = cell
             .get_or_init(|| async {
                 let result = match host.admit() {
@@ -334,27 +294,6 @@ impl Verifier {
         }
     }
 
-    /// The shared answer for a question, fresh for `share_window`.
-    fn shared_cell(&self, key: [u8; 32]) -> Shared {
-        let mut shared = self.shared.lock().expect("shared lock");
-        let window = self.options.share_window;
-        // Successes serve later askers for the window; a failure only those who asked while
-        // it was in flight, so a recovered registry is seen at once.
-        let fresh = |cell: &Shared| {
-            cell.get()
-                .is_none_or(|(at, result)| result.is_ok() && at.elapsed() < window)
-        };
-        // Stale answers of other questions are swept only once they pile up, not per check.
-        if shared.len() >= SHARED_SWEEP_AT {
-            shared.retain(|_, cell| fresh(cell));
-        }
-        let cell = shared.entry(key).or_default();
-        if !fresh(cell) {
-            *cell = Shared::default();
-        }
-        cell.clone()
-    }
-
     /// Writes the status `next` computes from the current one.
     async fn write_status(
         &self,
@@ -383,27 +322,6 @@ fn key_of(image: &CatalogImage) -> String {
     )
 }
 
-/// Identifies credentials without keeping them in clear.
-fn credentials_key(auth: &RegistryAuth) -> [u8; 32] {
-    let text = match auth {
-        RegistryAuth::Anonymous => "anonymous".to_string(),
-        RegistryAuth::Basic(user, password) => format!("basic\0{user}\0{password}"),
-        RegistryAuth::Bearer(token) => format!("bearer\0{token}"),
-    };
-    Sha256::digest(text.as_bytes()).into()
-}
-
-/// Entries with the same reference, architecture and credentials ask the registry the same.
-fn share_key(reference: &str, architecture: Option<&str>, credentials: &[u8; 32]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(reference.as_bytes());
-    hasher.update([0]);
-    hasher.update(architecture.unwrap_or_default().as_bytes());
-    hasher.update([0]);
-    hasher.update(credentials);
-    hasher.finalize().into()
-}
-
 /// Resolves when leadership is lost (never, if nobody can take it away).
 async fn lost(leading: &mut watch::Receiver<bool>) {
     if leading.wait_for(|leading| !*leading).await.is_err() {
@@ -415,48 +333,5 @@ async fn sleep_until_due(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// When each entry is due: a heap of (due, sequence, key), stale heap entries skipped by
-/// their sequence number.
-#[derive(Default)]
-struct Schedule {
-    heap: BinaryHeap<Reverse<(Instant, u64, String)>>,
-    current: HashMap<String, u64>,
-    sequence: u64,
-    in_flight: HashSet<String>,
-}
-
-impl Schedule {
-    fn at(&mut self, key: String, due: Instant) {
-        self.sequence += 1;
-        self.current.insert(key.clone(), self.sequence);
-        self.heap.push(Reverse((due, self.sequence, key)));
-    }
-
-    fn forget(&mut self, key: &str) {
-        self.current.remove(key);
-    }
-
-    fn discard_stale(&mut self) {
-        while let Some(Reverse((_, sequence, key))) = self.heap.peek() {
-            if self.current.get(key) == Some(sequence) {
-                break;
-            }
-            self.heap.pop();
-        }
-    }
-
-    fn next_due(&mut self) -> Option<Instant> {
-        self.discard_stale();
-        self.heap.peek().map(|Reverse((at, _, _))| *at)
-    }
-
-    fn pop_due(&mut self) -> Option<String> {
-        self.discard_stale();
-        let Reverse((_, _, key)) = self.heap.pop()?;
-        self.current.remove(&key);
-        Some(key)
     }
 }
