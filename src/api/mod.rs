@@ -12,3 +12,4 @@ pub mod status;
 pub mod table;
 pub mod types;
 pub mod validate;
+pub mod verb;

@@ -19,13 +19,14 @@ use self::identity::{Identity, chain_verifies, from_certificate, from_headers};
 use self::review::Reviewer;
 use crate::api::status::ApiError;
 use crate::api::types::{GROUP, PLURAL};
+use crate::api::verb::Verb;
 use crate::registry::SecretAccess;
 
 /// What a request does, as authorization sees it (k8s.io/apiserver's authorizer.Attributes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attributes {
     Resource {
-        verb: &'static str,
+        verb: Verb,
         group: &'static str,
         version: &'static str,
         resource: &'static str,
@@ -34,15 +35,15 @@ pub enum Attributes {
         name: String,
     },
     NonResource {
-        verb: &'static str,
+        verb: Verb,
         path: String,
     },
 }
 
 impl Attributes {
-    pub fn verb(&self) -> &'static str {
+    pub fn verb(&self) -> Verb {
         match self {
-            Attributes::Resource { verb, .. } | Attributes::NonResource { verb, .. } => verb,
+            Attributes::Resource { verb, .. } | Attributes::NonResource { verb, .. } => *verb,
         }
     }
 }
@@ -179,7 +180,7 @@ pub fn secret_access(auth: Arc<Auth>, identity: Identity) -> SecretAccess {
         let (auth, identity) = (auth.clone(), identity.clone());
         Box::pin(async move {
             let attributes = Attributes::Resource {
-                verb: "get",
+                verb: Verb::Get,
                 group: "",
                 version: "v1",
                 resource: "secrets",

@@ -137,7 +137,7 @@ fn spec(identity: &Identity, attributes: &Attributes) -> SubjectAccessReviewSpec
             name,
         } => (
             Some(ResourceAttributes {
-                verb: Some(verb.to_string()),
+                verb: Some(verb.as_str().to_string()),
                 group: Some(group.to_string()),
                 version: Some(version.to_string()),
                 resource: Some(resource.to_string()),
@@ -151,7 +151,7 @@ fn spec(identity: &Identity, attributes: &Attributes) -> SubjectAccessReviewSpec
         Attributes::NonResource { verb, path } => (
             None,
             Some(NonResourceAttributes {
-                verb: Some(verb.to_string()),
+                verb: Some(verb.as_str().to_string()),
                 path: Some(path.clone()),
             }),
         ),

@@ -3,15 +3,17 @@
 
 pub mod connections;
 mod decode;
-mod handlers;
+mod documents;
 pub mod negotiate;
 mod query;
+mod reads;
 mod render;
 pub mod request;
 mod response;
 pub mod tls;
 mod watch;
 mod websocket;
+mod writes;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -37,6 +39,7 @@ use self::request::{Target, attributes, target};
 use self::response::{Body, error};
 use crate::api::openapi;
 use crate::api::status::ApiError;
+use crate::api::verb::Verb;
 use crate::auth::{Attributes, Auth, ChainVerdicts};
 use crate::observe::{Metrics, RequestLabels, VerbLabels};
 use crate::registry::{Registry, Subresource};
@@ -187,13 +190,15 @@ impl App {
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
-                verb: verb.into(),
+                verb: verb.as_str().into(),
                 code,
             })
             .inc();
         self.metrics
             .request_seconds
-            .get_or_create(&VerbLabels { verb: verb.into() })
+            .get_or_create(&VerbLabels {
+                verb: verb.as_str().into(),
+            })
             .observe(started.elapsed().as_secs_f64());
         (response, body)
     }
@@ -208,7 +213,7 @@ impl App {
     ) -> Result<Response<Body>, ApiError> {
         let (target, query) = (about.target, about.query);
         if let Target::Health(check) = target {
-            return Ok(handlers::health(self, check));
+            return Ok(documents::health(self, check));
         }
         let identity = self
             .auth
@@ -233,31 +238,30 @@ impl App {
             _ => bytes::Bytes::new(),
         };
         match (&parts.method, target) {
-            (&Method::GET, Target::Version) => Ok(handlers::version()),
-            (&Method::GET, Target::Metrics) => Ok(handlers::metrics(self)),
-            (&Method::GET, Target::GroupList) => Ok(handlers::group_list(headers)),
-            (&Method::GET, Target::Group) => Ok(handlers::group()),
-            (&Method::GET, Target::ResourceList) => Ok(handlers::resource_list()),
-            (&Method::GET, Target::OpenApiV2) => Ok(handlers::openapi_v2(self, headers)),
-            (&Method::GET, Target::OpenApiV3Root) => Ok(handlers::openapi_v3_root(self)),
-            (&Method::GET, Target::OpenApiV3) => Ok(handlers::openapi_v3(self, headers)),
+            (&Method::GET, Target::Version) => Ok(documents::version()),
+            (&Method::GET, Target::Metrics) => Ok(documents::metrics(self)),
+            (&Method::GET, Target::GroupList) => Ok(documents::group_list(headers)),
+            (&Method::GET, Target::Group) => Ok(documents::group()),
+            (&Method::GET, Target::ResourceList) => Ok(documents::resource_list()),
+            (&Method::GET, Target::OpenApiV2) => Ok(documents::openapi_v2(self, headers)),
+            (&Method::GET, Target::OpenApiV3Root) => Ok(documents::openapi_v3_root(self)),
+            (&Method::GET, Target::OpenApiV3) => Ok(documents::openapi_v3(self, headers)),
             (_, Target::Unknown) => Err(ApiError::path_not_found()),
             (_, Target::Collection { namespace }) => match about.attributes.verb() {
-                "watch" => {
-                    let upgrade = handlers::Upgrade {
+                Verb::Watch => {
+                    let upgrade = reads::Upgrade {
                         on_upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
                         connection: parts.extensions.remove::<Arc<Slot>>(),
                     };
-                    handlers::watch(self, headers, query, namespace.clone(), upgrade).await
+                    reads::watch(self, headers, query, namespace.clone(), upgrade).await
                 }
-                "list" => handlers::list(self, headers, query, namespace.clone()).await,
-                "create" => match namespace {
-                    Some(ns) => handlers::create(self, &identity, headers, query, ns, &body).await,
+                Verb::List => reads::list(self, headers, query, namespace.clone()).await,
+                Verb::Create => match namespace {
+                    Some(ns) => writes::create(self, &identity, headers, query, ns, &body).await,
                     None => Err(ApiError::method_not_allowed(&parts.method)),
                 },
-                "deletecollection" => {
-                    handlers::delete_collection(self, headers, query, namespace.clone(), &body)
-                        .await
+                Verb::DeleteCollection => {
+                    writes::delete_collection(self, headers, query, namespace.clone(), &body).await
                 }
                 _ => Err(ApiError::method_not_allowed(&parts.method)),
             },
@@ -269,19 +273,19 @@ impl App {
                     subresource,
                 },
             ) => match (about.attributes.verb(), subresource) {
-                ("get", _) => handlers::get(self, headers, query, namespace, name),
-                ("update", _) => {
+                (Verb::Get, _) => reads::get(self, headers, query, namespace, name),
+                (Verb::Update, _) => {
                     let request = (headers, query);
                     let target = (namespace.as_str(), name.as_str());
-                    handlers::update(self, &identity, request, target, *subresource, &body).await
+                    writes::update(self, &identity, request, target, *subresource, &body).await
                 }
-                ("patch", _) => {
+                (Verb::Patch, _) => {
                     let request = (headers, query);
                     let target = (namespace.as_str(), name.as_str());
-                    handlers::patch(self, &identity, request, target, *subresource, &body).await
+                    writes::patch(self, &identity, request, target, *subresource, &body).await
                 }
-                ("delete", Subresource::Main) => {
-                    handlers::delete(self, headers, query, namespace, name, &body).await
+                (Verb::Delete, Subresource::Main) => {
+                    writes::delete(self, headers, query, namespace, name, &body).await
                 }
                 _ => Err(ApiError::method_not_allowed(&parts.method)),
             },

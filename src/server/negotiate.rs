@@ -1,7 +1,14 @@
 //! Content negotiation: which representation a request's Accept header asks for, the first
 //! one we can serve winning, as kube-apiserver's negotiation does.
 
+use http::{HeaderMap, header};
+
 use crate::api::status::ApiError;
+
+/// The request's Accept header, if it is text.
+pub fn accept(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IncludeObject {

@@ -3,6 +3,7 @@
 use http::Method;
 
 use crate::api::types::{GROUP, PLURAL, VERSION};
+use crate::api::verb::Verb;
 use crate::auth::Attributes;
 use crate::registry::Subresource;
 
@@ -82,17 +83,17 @@ pub fn target(path: &str) -> Target {
 }
 
 /// The Kubernetes verb of a request on a collection or object, as authorization would see it.
-fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
+fn verb(method: &Method, target: &Target, watch: bool) -> Verb {
     match (method, target) {
-        (&Method::GET, Target::Collection { .. }) if watch => "watch",
-        (&Method::GET, Target::Collection { .. }) => "list",
-        (&Method::GET, _) => "get",
-        (&Method::POST, _) => "create",
-        (&Method::PUT, _) => "update",
-        (&Method::PATCH, _) => "patch",
-        (&Method::DELETE, Target::Collection { .. }) => "deletecollection",
-        (&Method::DELETE, _) => "delete",
-        _ => "unknown",
+        (&Method::GET, Target::Collection { .. }) if watch => Verb::Watch,
+        (&Method::GET, Target::Collection { .. }) => Verb::List,
+        (&Method::GET, _) => Verb::Get,
+        (&Method::POST, _) => Verb::Create,
+        (&Method::PUT, _) => Verb::Update,
+        (&Method::PATCH, _) => Verb::Patch,
+        (&Method::DELETE, Target::Collection { .. }) => Verb::DeleteCollection,
+        (&Method::DELETE, _) => Verb::Delete,
+        _ => Verb::Unknown,
     }
 }
 
@@ -138,16 +139,16 @@ pub fn attributes<'a>(
 }
 
 /// The verb of a request for a path that is not a resource: the lowercased HTTP method.
-fn non_resource_verb(method: &Method) -> &'static str {
+fn non_resource_verb(method: &Method) -> Verb {
     match *method {
-        Method::GET => "get",
-        Method::HEAD => "head",
-        Method::POST => "post",
-        Method::PUT => "put",
-        Method::PATCH => "patch",
-        Method::DELETE => "delete",
-        Method::OPTIONS => "options",
-        _ => "unknown",
+        Method::GET => Verb::Get,
+        Method::HEAD => Verb::Head,
+        Method::POST => Verb::Post,
+        Method::PUT => Verb::Put,
+        Method::PATCH => Verb::Patch,
+        Method::DELETE => Verb::Delete,
+        Method::OPTIONS => Verb::Options,
+        _ => Verb::Unknown,
     }
 }
 
@@ -204,7 +205,7 @@ mod tests {
         );
         assert_eq!(
             verb(&Method::GET, &Target::Collection { namespace: None }, true),
-            "watch"
+            Verb::Watch
         );
     }
 }

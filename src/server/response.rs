@@ -9,7 +9,11 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
-use super::negotiate::Encoding;
+use http::HeaderMap;
+
+use super::negotiate::{Encoding, Output, accept, output};
+use super::query::Query;
+use super::render;
 use crate::api::status::ApiError;
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -122,4 +126,21 @@ impl<T: Unpin> hyper::body::Body for Tracked<T> {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// The form the client asked for its answer: a full object, a Table, or
+/// PartialObjectMetadata (as the garbage collector's metadata client asks), in JSON or YAML.
+/// Negotiated before anything is done, so that a write is never made and then refused a 406.
+pub fn response_form(headers: &HeaderMap, query: &Query) -> Result<(Output, Encoding), ApiError> {
+    output(accept(headers), query.get("includeObject"), false)
+}
+
+/// An object in the negotiated form, as kube-apiserver transforms every response object.
+pub fn object_response(
+    (format, encoding): (Output, Encoding),
+    code: StatusCode,
+    object: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let rendered = render::object(format, &object, true)?;
+    Ok(encoded(code, encoding, rendered.unwrap_or(object)))
 }
