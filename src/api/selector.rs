@@ -193,10 +193,16 @@ fn unescape(text: &str) -> String {
 /// Parses a label selector: `k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`,
 /// `k>1`, `k<1`, joined by commas (outside parentheses).
 fn parse_labels(text: &str) -> Result<Vec<LabelRequirement>, SelectorError> {
-    let bad = |term: &str, why: &str| {
-        SelectorError(format!("unable to parse requirement {term:?}: {why}"))
-    };
-    let mut requirements = Vec::new();
+    split_terms(text)
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(parse_requirement)
+        .collect()
+}
+
+/// The comma-separated terms of a label selector; commas inside `( )` sets stay.
+fn split_terms(text: &str) -> Vec<&str> {
     let mut depth = 0;
     let mut start = 0;
     let mut terms = Vec::new();
@@ -212,75 +218,51 @@ fn parse_labels(text: &str) -> Result<Vec<LabelRequirement>, SelectorError> {
         }
     }
     terms.push(&text[start..]);
-    for term in terms.into_iter().map(str::trim).filter(|t| !t.is_empty()) {
-        let key_ok = |k: &str| {
-            if is_qualified_name(k) {
-                Ok(())
-            } else {
-                Err(bad(term, "invalid label key"))
-            }
-        };
-        let value_ok = |v: &str| {
-            if is_label_value(v) {
-                Ok(())
-            } else {
-                Err(bad(term, "invalid label value"))
-            }
-        };
-        let set = |rest: &str| -> Result<Vec<String>, SelectorError> {
-            let inner = rest
-                .trim()
-                .strip_prefix('(')
-                .and_then(|r| r.strip_suffix(')'))
-                .ok_or_else(|| bad(term, "expected a parenthesised set"))?;
-            let values: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).collect();
-            for v in &values {
-                value_ok(v)?;
-            }
-            Ok(values)
-        };
-        let requirement = if let Some(key) = term.strip_prefix('!') {
-            key_ok(key.trim())?;
-            LabelRequirement::NotExists(key.trim().to_string())
-        } else if let Some((key, rest)) = split_word(term, " notin ") {
-            key_ok(key)?;
-            LabelRequirement::NotIn(key.to_string(), set(rest)?)
-        } else if let Some((key, rest)) = split_word(term, " in ") {
-            key_ok(key)?;
-            LabelRequirement::In(key.to_string(), set(rest)?)
-        } else if let Some((key, value)) = term.split_once("!=") {
-            key_ok(key.trim())?;
-            value_ok(value.trim())?;
-            LabelRequirement::NotIn(key.trim().to_string(), vec![value.trim().to_string()])
-        } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            key_ok(key.trim())?;
-            value_ok(value.trim())?;
-            LabelRequirement::In(key.trim().to_string(), vec![value.trim().to_string()])
-        } else if let Some((key, value)) = term.split_once('>') {
-            key_ok(key.trim())?;
-            LabelRequirement::GreaterThan(
-                key.trim().to_string(),
-                value
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(term, "expected an integer"))?,
-            )
-        } else if let Some((key, value)) = term.split_once('<') {
-            key_ok(key.trim())?;
-            LabelRequirement::LessThan(
-                key.trim().to_string(),
-                value
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(term, "expected an integer"))?,
-            )
-        } else {
-            key_ok(term)?;
-            LabelRequirement::Exists(term.to_string())
-        };
-        requirements.push(requirement);
-    }
-    Ok(requirements)
+    terms
+}
+
+fn parse_requirement(term: &str) -> Result<LabelRequirement, SelectorError> {
+    let bad = |why: &str| SelectorError(format!("unable to parse requirement {term:?}: {why}"));
+    let key = |k: &str| {
+        let k = k.trim();
+        match is_qualified_name(k) {
+            true => Ok(k.to_string()),
+            false => Err(bad("invalid label key")),
+        }
+    };
+    let value = |v: &str| {
+        let v = v.trim();
+        match is_label_value(v) {
+            true => Ok(v.to_string()),
+            false => Err(bad("invalid label value")),
+        }
+    };
+    let set = |rest: &str| -> Result<Vec<String>, SelectorError> {
+        let inner = rest
+            .trim()
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .ok_or_else(|| bad("expected a parenthesised set"))?;
+        inner.split(',').map(value).collect()
+    };
+    let integer = |v: &str| v.trim().parse().map_err(|_| bad("expected an integer"));
+    Ok(if let Some(k) = term.strip_prefix('!') {
+        LabelRequirement::NotExists(key(k)?)
+    } else if let Some((k, rest)) = split_word(term, " notin ") {
+        LabelRequirement::NotIn(key(k)?, set(rest)?)
+    } else if let Some((k, rest)) = split_word(term, " in ") {
+        LabelRequirement::In(key(k)?, set(rest)?)
+    } else if let Some((k, v)) = term.split_once("!=") {
+        LabelRequirement::NotIn(key(k)?, vec![value(v)?])
+    } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+        LabelRequirement::In(key(k)?, vec![value(v)?])
+    } else if let Some((k, v)) = term.split_once('>') {
+        LabelRequirement::GreaterThan(key(k)?, integer(v)?)
+    } else if let Some((k, v)) = term.split_once('<') {
+        LabelRequirement::LessThan(key(k)?, integer(v)?)
+    } else {
+        LabelRequirement::Exists(key(term)?)
+    })
 }
 
 fn split_word<'a>(term: &'a str, word: &str) -> Option<(&'a str, &'a str)> {

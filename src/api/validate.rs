@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::types::{CatalogImage, CatalogImageStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::types::{CatalogImage, CatalogImageSpec, CatalogImageStatus, ImageMetadata};
 
 /// One thing wrong with an object, in the shape of a metav1.StatusCause.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,11 +83,22 @@ fn unset_if_empty(value: &mut Option<String>) {
 /// The causes that make `image` invalid; empty when it is valid.
 pub fn validate(image: &CatalogImage) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let meta = &image.metadata;
+    validate_metadata(&image.metadata, &mut causes);
+    validate_spec(&image.spec, &mut causes);
+    if let Some(metadata) = &image.spec.metadata {
+        validate_image_metadata(metadata, &mut causes);
+    }
+    if let Some(status) = &image.status {
+        validate_status(status, &mut causes);
+    }
+    causes
+}
+
+fn validate_metadata(meta: &ObjectMeta, causes: &mut Vec<Cause>) {
     match meta.name.as_deref() {
         None | Some("") => causes.push(Cause::required("metadata.name")),
         Some(name) => check(
-            &mut causes,
+            causes,
             "metadata.name",
             name,
             is_dns_subdomain,
@@ -101,7 +114,7 @@ pub fn validate(image: &CatalogImage) -> Vec<Cause> {
             "must be no more than 63 characters",
         )),
         Some(namespace) => check(
-            &mut causes,
+            causes,
             "metadata.namespace",
             namespace,
             is_dns_label,
@@ -111,14 +124,14 @@ pub fn validate(image: &CatalogImage) -> Vec<Cause> {
     }
     for (key, value) in meta.labels.iter().flatten() {
         check(
-            &mut causes,
+            causes,
             "metadata.labels",
             key,
             is_qualified_name,
             QUALIFIED_NAME,
         );
         check(
-            &mut causes,
+            causes,
             "metadata.labels",
             value,
             is_label_value,
@@ -127,19 +140,21 @@ pub fn validate(image: &CatalogImage) -> Vec<Cause> {
     }
     for key in meta.annotations.iter().flatten().map(|(k, _)| k) {
         check(
-            &mut causes,
+            causes,
             "metadata.annotations",
             key,
             is_qualified_name,
             QUALIFIED_NAME,
         );
     }
-    let spec = &image.spec;
+}
+
+fn validate_spec(spec: &CatalogImageSpec, causes: &mut Vec<Cause>) {
     if spec.registry_url.is_empty() {
         causes.push(Cause::required("spec.registryUrl"));
     } else {
         check(
-            &mut causes,
+            causes,
             "spec.registryUrl",
             &spec.registry_url,
             is_image_reference,
@@ -147,14 +162,14 @@ pub fn validate(image: &CatalogImage) -> Vec<Cause> {
         );
     }
     if let Some(digest) = &spec.digest {
-        check(&mut causes, "spec.digest", digest, is_digest, DIGEST);
+        check(causes, "spec.digest", digest, is_digest, DIGEST);
     }
     for (i, tag) in spec.tags.iter().enumerate() {
-        check(&mut causes, &format!("spec.tags[{i}]"), tag, is_tag, TAG);
+        check(causes, &format!("spec.tags[{i}]"), tag, is_tag, TAG);
     }
     if let Some(secret) = &spec.auth_secret_ref {
         check(
-            &mut causes,
+            causes,
             "spec.authSecretRef.name",
             &secret.name,
             is_dns_subdomain,
@@ -162,7 +177,7 @@ pub fn validate(image: &CatalogImage) -> Vec<Cause> {
         );
         if let Some(namespace) = &secret.namespace {
             check(
-                &mut causes,
+                causes,
                 "spec.authSecretRef.namespace",
                 namespace,
                 is_dns_label,
@@ -173,7 +188,7 @@ pub fn validate(image: &CatalogImage) -> Vec<Cause> {
     for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
         let field = format!("spec.imagePullSecrets[{i}].name");
         check(
-            &mut causes,
+            causes,
             &field,
             &secret.name,
             is_dns_subdomain,
@@ -195,36 +210,33 @@ pub fn validate(image: &CatalogImage) -> Vec<Cause> {
             Some(_) => {}
         }
     }
-    if let Some(metadata) = &spec.metadata {
-        let tokens = [
-            ("spec.metadata.architecture", &metadata.architecture),
-            ("spec.metadata.os", &metadata.os),
-            ("spec.metadata.variant", &metadata.variant),
-            ("spec.metadata.distro", &metadata.distro),
-            ("spec.metadata.distroVersion", &metadata.distro_version),
-            ("spec.metadata.exportFormat", &metadata.export_format),
-        ];
-        for (field, value) in tokens {
-            if let Some(value) = value {
-                check(&mut causes, field, value, is_token, TOKEN);
-            }
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, target) in metadata.targets.iter().enumerate() {
-            let field = format!("spec.metadata.targets[{i}].name");
-            if target.name.is_empty() {
-                causes.push(Cause::required(field));
-            } else if !seen.insert(&target.name) {
-                causes.push(Cause::duplicate(field, &target.name));
-            } else {
-                check(&mut causes, &field, &target.name, is_token, TOKEN);
-            }
+}
+
+fn validate_image_metadata(metadata: &ImageMetadata, causes: &mut Vec<Cause>) {
+    let tokens = [
+        ("spec.metadata.architecture", &metadata.architecture),
+        ("spec.metadata.os", &metadata.os),
+        ("spec.metadata.variant", &metadata.variant),
+        ("spec.metadata.distro", &metadata.distro),
+        ("spec.metadata.distroVersion", &metadata.distro_version),
+        ("spec.metadata.exportFormat", &metadata.export_format),
+    ];
+    for (field, value) in tokens {
+        if let Some(value) = value {
+            check(causes, field, value, is_token, TOKEN);
         }
     }
-    if let Some(status) = &image.status {
-        validate_status(status, &mut causes);
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, target) in metadata.targets.iter().enumerate() {
+        let field = format!("spec.metadata.targets[{i}].name");
+        if target.name.is_empty() {
+            causes.push(Cause::required(field));
+        } else if !seen.insert(&target.name) {
+            causes.push(Cause::duplicate(field, &target.name));
+        } else {
+            check(causes, &field, &target.name, is_token, TOKEN);
+        }
     }
-    causes
 }
 
 fn validate_status(status: &CatalogImageStatus, causes: &mut Vec<Cause>) {

@@ -33,17 +33,7 @@ impl Registry {
         options: &ApplyOptions,
     ) -> Result<Written, ApiError> {
         let mut config = apply_configuration(config, namespace, name)?;
-        let unknown = prune(&mut config, shape::image(), "");
-        let warnings = match options.write.field_validation {
-            FieldValidation::Strict if !unknown.is_empty() => {
-                return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    unknown.join(", ")
-                )));
-            }
-            FieldValidation::Warn => unknown,
-            _ => Vec::new(),
-        };
+        let warnings = prune_unknown(&mut config, options.write.field_validation)?;
         let writer = Writer {
             manager: &options.write.manager,
             subresource,
@@ -155,6 +145,19 @@ fn apply_configuration(mut config: Value, namespace: &str, name: &str) -> Result
         _ => metadata["namespace"] = namespace.into(),
     }
     Ok(config)
+}
+
+/// Prunes the configuration's unknown fields; the warnings to send, or a 400 under Strict.
+fn prune_unknown(config: &mut Value, validation: FieldValidation) -> Result<Vec<String>, ApiError> {
+    let unknown = prune(config, shape::image(), "");
+    match validation {
+        FieldValidation::Strict if !unknown.is_empty() => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        ))),
+        FieldValidation::Warn => Ok(unknown),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// Drops the fields the schema does not declare, as kube-apiserver prunes a custom resource;

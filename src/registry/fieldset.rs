@@ -207,6 +207,18 @@ pub struct Changes {
     pub removed: FieldSet,
 }
 
+impl Changes {
+    /// A change at `path`: set (or changed) when something is there now, else removed.
+    fn record(&mut self, is: bool, path: &Path) {
+        let set = if is {
+            &mut self.changed
+        } else {
+            &mut self.removed
+        };
+        set.0.insert(path.clone());
+    }
+}
+
 pub fn compare(old: &Value, new: &Value, shape: &Shape) -> Changes {
     let mut changes = Changes::default();
     compare_at(Some(old), Some(new), shape, &mut Vec::new(), &mut changes);
@@ -241,81 +253,77 @@ fn compare_at(
     // Both empty: compared as a leaf, which keeps `{}` apart from absent.
     let leaf = !granular || !same_kind || (is_empty_container(old) && is_empty_container(new));
     if leaf {
-        match (old, new) {
-            (None, Some(_)) => {
-                changes.changed.0.insert(path.clone());
-            }
-            (Some(_), None) => {
-                changes.removed.0.insert(path.clone());
-            }
-            (Some(a), Some(b)) if a != b => {
-                changes.changed.0.insert(path.clone());
-            }
-            _ => {}
+        if old != new {
+            changes.record(new.is_some(), path);
         }
         return;
     }
     match shape {
-        Shape::Struct(_) | Shape::Map(_) => {
-            let empty = Map::new();
-            let old_fields = old.and_then(Value::as_object).unwrap_or(&empty);
-            let new_fields = new.and_then(Value::as_object).unwrap_or(&empty);
-            let names: BTreeSet<&String> = old_fields.keys().chain(new_fields.keys()).collect();
-            for name in names {
-                let Some(child_shape) = shape.field(name) else {
-                    continue;
-                };
-                path.push(Step::Field(name.clone()));
-                compare_at(
-                    old_fields.get(name),
-                    new_fields.get(name),
-                    child_shape,
-                    path,
-                    changes,
-                );
-                path.pop();
-            }
-        }
+        Shape::Struct(_) | Shape::Map(_) => compare_fields(old, new, shape, path, changes),
         Shape::List(list_type, item_shape) => {
-            let items = |v: Option<&Value>| -> Vec<(Step, Value)> {
-                v.and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| item_step(list_type, i).map(|s| (s, i.clone())))
-                    .collect()
-            };
-            let (old_items, new_items) = (items(old), items(new));
-            let find = |items: &[(Step, Value)], step: &Step| {
-                items
-                    .iter()
-                    .find(|(s, _)| s == step)
-                    .map(|(_, v)| v.clone())
-            };
-            let steps: BTreeSet<Step> = old_items
-                .iter()
-                .chain(new_items.iter())
-                .map(|(s, _)| s.clone())
-                .collect();
-            for step in steps {
-                let (a, b) = (find(&old_items, &step), find(&new_items, &step));
-                path.push(step);
-                compare_at(a.as_ref(), b.as_ref(), item_shape, path, changes);
-                path.pop();
-            }
+            compare_items(old, new, (list_type, item_shape), path, changes)
         }
         Shape::Scalar => {}
     }
     // An object or item that appears or disappears is itself a change.
-    if !path.is_empty() {
-        match (old, new) {
-            (None, Some(_)) => {
-                changes.changed.0.insert(path.clone());
-            }
-            (Some(_), None) => {
-                changes.removed.0.insert(path.clone());
-            }
-            _ => {}
-        }
+    if !path.is_empty() && old.is_some() != new.is_some() {
+        changes.record(new.is_some(), path);
+    }
+}
+
+fn compare_fields(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    shape: &Shape,
+    path: &mut Path,
+    changes: &mut Changes,
+) {
+    let empty = Map::new();
+    let old_fields = old.and_then(Value::as_object).unwrap_or(&empty);
+    let new_fields = new.and_then(Value::as_object).unwrap_or(&empty);
+    let names: BTreeSet<&String> = old_fields.keys().chain(new_fields.keys()).collect();
+    for name in names {
+        let Some(child_shape) = shape.field(name) else {
+            continue;
+        };
+        path.push(Step::Field(name.clone()));
+        let (a, b) = (old_fields.get(name), new_fields.get(name));
+        compare_at(a, b, child_shape, path, changes);
+        path.pop();
+    }
+}
+
+fn compare_items(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    (list_type, item_shape): (&ListType, &Shape),
+    path: &mut Path,
+    changes: &mut Changes,
+) {
+    let items = |v: Option<&Value>| -> Vec<(Step, Value)> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| item_step(list_type, i).map(|s| (s, i.clone())))
+            .collect()
+    };
+    let (old_items, new_items) = (items(old), items(new));
+    let find = |items: &[(Step, Value)], step: &Step| {
+        items
+            .iter()
+            .find(|(s, _)| s == step)
+            .map(|(_, v)| v.clone())
+    };
+    let steps: BTreeSet<Step> = old_items
+        .iter()
+        .chain(new_items.iter())
+        .map(|(s, _)| s.clone())
+        .collect();
+    for step in steps {
+        let (a, b) = (find(&old_items, &step), find(&new_items, &step));
+        path.push(step);
+        compare_at(a.as_ref(), b.as_ref(), item_shape, path, changes);
+        path.pop();
     }
 }
 

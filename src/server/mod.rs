@@ -40,6 +40,7 @@ use self::response::{Body, error};
 use crate::api::openapi;
 use crate::api::status::ApiError;
 use crate::api::verb::Verb;
+use crate::auth::identity::Identity;
 use crate::auth::{Attributes, Auth, ChainVerdicts};
 use crate::observe::{Metrics, RequestLabels, VerbLabels};
 use crate::registry::{Registry, Subresource};
@@ -224,12 +225,11 @@ impl App {
         self.auth
             .authorize(&identity, about.attributes, about.name)
             .await?;
-        let headers = &parts.headers;
         let body = match parts.method {
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
                 read_body(
                     body,
-                    headers,
+                    &parts.headers,
                     self.config.max_body_bytes,
                     self.config.body_read_timeout,
                 )
@@ -237,7 +237,40 @@ impl App {
             }
             _ => bytes::Bytes::new(),
         };
-        match (&parts.method, target) {
+        match target {
+            Target::Collection { namespace } => {
+                let verb = about.attributes.verb();
+                self.on_collection(verb, &mut parts, query, namespace, &identity, &body)
+                    .await
+            }
+            Target::Object {
+                namespace,
+                name,
+                subresource,
+            } => {
+                let verb = about.attributes.verb();
+                let object = (namespace.as_str(), name.as_str());
+                self.on_object(
+                    verb,
+                    &parts,
+                    query,
+                    (object, *subresource),
+                    &identity,
+                    &body,
+                )
+                .await
+            }
+            document => self.document(&parts.method, document, &parts.headers),
+        }
+    }
+
+    fn document(
+        &self,
+        method: &Method,
+        target: &Target,
+        headers: &http::HeaderMap,
+    ) -> Result<Response<Body>, ApiError> {
+        match (method, target) {
             (&Method::GET, Target::Version) => Ok(documents::version()),
             (&Method::GET, Target::Metrics) => Ok(documents::metrics(self)),
             (&Method::GET, Target::GroupList) => Ok(documents::group_list(headers)),
@@ -247,48 +280,62 @@ impl App {
             (&Method::GET, Target::OpenApiV3Root) => Ok(documents::openapi_v3_root(self)),
             (&Method::GET, Target::OpenApiV3) => Ok(documents::openapi_v3(self, headers)),
             (_, Target::Unknown) => Err(ApiError::path_not_found()),
-            (_, Target::Collection { namespace }) => match about.attributes.verb() {
-                Verb::Watch => {
-                    let upgrade = reads::Upgrade {
-                        on_upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
-                        connection: parts.extensions.remove::<Arc<Slot>>(),
-                    };
-                    reads::watch(self, headers, query, namespace.clone(), upgrade).await
-                }
-                Verb::List => reads::list(self, headers, query, namespace.clone()).await,
-                Verb::Create => match namespace {
-                    Some(ns) => writes::create(self, &identity, headers, query, ns, &body).await,
-                    None => Err(ApiError::method_not_allowed(&parts.method)),
-                },
-                Verb::DeleteCollection => {
-                    writes::delete_collection(self, headers, query, namespace.clone(), &body).await
-                }
-                _ => Err(ApiError::method_not_allowed(&parts.method)),
+            _ => Err(ApiError::method_not_allowed(method)),
+        }
+    }
+
+    async fn on_collection(
+        &self,
+        verb: Verb,
+        parts: &mut http::request::Parts,
+        query: &Query,
+        namespace: &Option<String>,
+        identity: &Identity,
+        body: &[u8],
+    ) -> Result<Response<Body>, ApiError> {
+        let headers = &parts.headers;
+        match verb {
+            Verb::Watch => {
+                let upgrade = reads::Upgrade {
+                    on_upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+                    connection: parts.extensions.remove::<Arc<Slot>>(),
+                };
+                reads::watch(self, &parts.headers, query, namespace.clone(), upgrade).await
+            }
+            Verb::List => reads::list(self, headers, query, namespace.clone()).await,
+            Verb::Create => match namespace {
+                Some(ns) => writes::create(self, identity, headers, query, ns, body).await,
+                None => Err(ApiError::method_not_allowed(&parts.method)),
             },
-            (
-                _,
-                Target::Object {
-                    namespace,
-                    name,
-                    subresource,
-                },
-            ) => match (about.attributes.verb(), subresource) {
-                (Verb::Get, _) => reads::get(self, headers, query, namespace, name),
-                (Verb::Update, _) => {
-                    let request = (headers, query);
-                    let target = (namespace.as_str(), name.as_str());
-                    writes::update(self, &identity, request, target, *subresource, &body).await
-                }
-                (Verb::Patch, _) => {
-                    let request = (headers, query);
-                    let target = (namespace.as_str(), name.as_str());
-                    writes::patch(self, &identity, request, target, *subresource, &body).await
-                }
-                (Verb::Delete, Subresource::Main) => {
-                    writes::delete(self, headers, query, namespace, name, &body).await
-                }
-                _ => Err(ApiError::method_not_allowed(&parts.method)),
-            },
+            Verb::DeleteCollection => {
+                writes::delete_collection(self, headers, query, namespace.clone(), body).await
+            }
+            _ => Err(ApiError::method_not_allowed(&parts.method)),
+        }
+    }
+
+    async fn on_object(
+        &self,
+        verb: Verb,
+        parts: &http::request::Parts,
+        query: &Query,
+        (object, subresource): ((&str, &str), Subresource),
+        identity: &Identity,
+        body: &[u8],
+    ) -> Result<Response<Body>, ApiError> {
+        let request = (&parts.headers, query);
+        let (namespace, name) = object;
+        match (verb, subresource) {
+            (Verb::Get, _) => reads::get(self, &parts.headers, query, namespace, name),
+            (Verb::Update, _) => {
+                writes::update(self, identity, request, object, subresource, body).await
+            }
+            (Verb::Patch, _) => {
+                writes::patch(self, identity, request, object, subresource, body).await
+            }
+            (Verb::Delete, Subresource::Main) => {
+                writes::delete(self, &parts.headers, query, namespace, name, body).await
+            }
             _ => Err(ApiError::method_not_allowed(&parts.method)),
         }
     }

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use oci_client::Reference;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE,
@@ -62,113 +62,6 @@ impl Failure {
     }
 }
 
-/// Sorts an oci-client error. `pinned`: the reference names a digest; `credentials`: we sent
-/// some.
-fn classify(
-    error: OciDistributionError,
-    reference: &str,
-    pinned: bool,
-    credentials: bool,
-) -> Failure {
-    let refused = |message: String| {
-        if credentials {
-            Failure::Permanent {
-                reason: "Unauthorized",
-                message: format!(
-                    "{message}: the credentials were refused; fix the Secret or auth file"
-                ),
-            }
-        } else {
-            Failure::Transient {
-                reason: "Unauthorized",
-                message: format!(
-                    "{message}: the registry wants credentials; set spec.authSecretRef or spec.imagePullSecrets"
-                ),
-            }
-        }
-    };
-    let missing = |message: String| {
-        if pinned {
-            Failure::Permanent {
-                reason: "ManifestUnknown",
-                message: format!("{reference}: {message}; the registry does not have this digest"),
-            }
-        } else {
-            Failure::Transient {
-                reason: "ManifestUnknown",
-                message: format!("{reference}: {message}; the tag is not in the registry (yet)"),
-            }
-        }
-    };
-    match error {
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => {
-            refused(format!("{reference}: 401 Unauthorized"))
-        }
-        OciDistributionError::ImageManifestNotFoundError(m) => missing(m),
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            let text = envelope
-                .errors
-                .iter()
-                .map(|e| format!("{:?}: {}", e.code, e.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown))
-            {
-                missing(text)
-            } else if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
-                refused(format!("{reference}: {text}"))
-            } else if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Toomanyrequests))
-            {
-                Failure::Transient {
-                    reason: "RateLimited",
-                    message: format!("{reference}: {text}"),
-                }
-            } else {
-                Failure::Transient {
-                    reason: "RegistryError",
-                    message: format!("{reference}: {text}"),
-                }
-            }
-        }
-        OciDistributionError::ServerError {
-            code: 401 | 403,
-            message,
-            ..
-        } => refused(format!("{reference}: {message}")),
-        OciDistributionError::ServerError {
-            code: 404, message, ..
-        } => missing(message),
-        OciDistributionError::ServerError {
-            code: 429, message, ..
-        } => Failure::Transient {
-            reason: "RateLimited",
-            message: format!("{reference}: {message}"),
-        },
-        OciDistributionError::ServerError { code, message, .. } if code >= 500 => {
-            Failure::Unreachable(format!(
-                "{reference}: the registry answered {code}: {message}"
-            ))
-        }
-        OciDistributionError::RequestError(e) => {
-            Failure::Unreachable(format!("{reference}: {}", error_chain(&e)))
-        }
-        OciDistributionError::IoError(e) => Failure::Unreachable(format!("{reference}: {e}")),
-        other => Failure::Transient {
-            reason: "RegistryError",
-            message: format!("{reference}: {other}"),
-        },
-    }
-}
-
 /// An error with its causes, which is where connection errors say what went wrong.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -212,8 +105,105 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// Sorts an oci-client error into what a retry may fix and what it cannot.
     fn fail(&self, error: OciDistributionError) -> Failure {
-        classify(error, self.reference, self.pinned, self.credentials)
+        let reference = self.reference;
+        let transient = |reason, message: &dyn std::fmt::Display| Failure::Transient {
+            reason,
+            message: format!("{reference}: {message}"),
+        };
+        match error {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => self.refused("401 Unauthorized"),
+            OciDistributionError::ImageManifestNotFoundError(m) => self.missing(&m),
+            OciDistributionError::RegistryError { envelope, .. } => self.refusal(&envelope),
+            OciDistributionError::ServerError {
+                code: 401 | 403,
+                message,
+                ..
+            } => self.refused(&message),
+            OciDistributionError::ServerError {
+                code: 404, message, ..
+            } => self.missing(&message),
+            OciDistributionError::ServerError {
+                code: 429, message, ..
+            } => transient("RateLimited", &message),
+            OciDistributionError::ServerError { code, message, .. } if code >= 500 => {
+                Failure::Unreachable(format!(
+                    "{reference}: the registry answered {code}: {message}"
+                ))
+            }
+            OciDistributionError::RequestError(e) => {
+                Failure::Unreachable(format!("{reference}: {}", error_chain(&e)))
+            }
+            OciDistributionError::IoError(e) => Failure::Unreachable(format!("{reference}: {e}")),
+            other => transient("RegistryError", &other),
+        }
+    }
+
+    /// The registry's own error document, sorted by its codes.
+    fn refusal(&self, envelope: &OciEnvelope) -> Failure {
+        let has =
+            |wanted: &[OciErrorCode]| envelope.errors.iter().any(|e| wanted.contains(&e.code));
+        let text = envelope
+            .errors
+            .iter()
+            .map(|e| format!("{:?}: {}", e.code, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let reference = self.reference;
+        if has(&[OciErrorCode::ManifestUnknown, OciErrorCode::NameUnknown]) {
+            self.missing(&text)
+        } else if has(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]) {
+            self.refused(&text)
+        } else if has(&[OciErrorCode::Toomanyrequests]) {
+            Failure::Transient {
+                reason: "RateLimited",
+                message: format!("{reference}: {text}"),
+            }
+        } else {
+            Failure::Transient {
+                reason: "RegistryError",
+                message: format!("{reference}: {text}"),
+            }
+        }
+    }
+
+    /// Credentials refused or wanted: final if we sent some, else worth a retry once they are
+    /// configured.
+    fn refused(&self, message: &str) -> Failure {
+        let message = format!("{}: {message}", self.reference);
+        if self.credentials {
+            Failure::Permanent {
+                reason: "Unauthorized",
+                message: format!(
+                    "{message}: the credentials were refused; fix the Secret or auth file"
+                ),
+            }
+        } else {
+            Failure::Transient {
+                reason: "Unauthorized",
+                message: format!(
+                    "{message}: the registry wants credentials; set spec.authSecretRef or spec.imagePullSecrets"
+                ),
+            }
+        }
+    }
+
+    /// No such manifest: final for a digest, which will not appear; a tag may be pushed later.
+    fn missing(&self, message: &str) -> Failure {
+        let reference = self.reference;
+        if self.pinned {
+            Failure::Permanent {
+                reason: "ManifestUnknown",
+                message: format!("{reference}: {message}; the registry does not have this digest"),
+            }
+        } else {
+            Failure::Transient {
+                reason: "ManifestUnknown",
+                message: format!("{reference}: {message}; the tag is not in the registry (yet)"),
+            }
+        }
     }
 
     /// The manifest or index `image` names, parsed, with its digest.
@@ -343,48 +333,7 @@ pub async fn inspect(
     };
     let (manifest_ref, manifest) = if is_index(&media_type) {
         metadata.is_multi_arch = Some(true);
-        let mut chosen = None;
-        for entry in top["manifests"].as_array().into_iter().flatten() {
-            let platform = platform_of(&entry["platform"]);
-            let Some(platform_digest) = entry["digest"].as_str() else {
-                continue;
-            };
-            let child = parsed.clone_with_digest(platform_digest.to_string());
-            let (child_manifest, _) = source.manifest(&child).await?;
-            metadata.platform_variants.push(PlatformVariant {
-                platform: platform.clone(),
-                digest: Some(platform_digest.to_string()),
-                size_bytes: Some(image_size(&child_manifest)),
-            });
-            let wanted = match architecture {
-                Some(arch) => {
-                    platform.architecture.as_deref().map(normalise_architecture)
-                        == Some(normalise_architecture(arch))
-                }
-                None => chosen.is_none(),
-            };
-            if wanted && chosen.is_none() {
-                chosen = Some((child, child_manifest));
-            }
-        }
-        match chosen {
-            Some(chosen) => chosen,
-            None => {
-                let offered: Vec<String> = metadata
-                    .platform_variants
-                    .iter()
-                    .filter_map(|v| v.platform.architecture.clone())
-                    .collect();
-                return Err(Failure::Permanent {
-                    reason: "ArchitectureMissing",
-                    message: format!(
-                        "{reference} offers {} but not spec.metadata.architecture {:?}",
-                        offered.join(", "),
-                        architecture.unwrap_or_default()
-                    ),
-                });
-            }
-        }
+        choose_platform(&source, &parsed, &top, architecture, &mut metadata).await?
     } else {
         metadata.is_multi_arch = Some(false);
         (parsed.clone(), top.clone())
@@ -423,6 +372,57 @@ pub async fn inspect(
     metadata.builder_images = builders;
     metadata.builder_image_resolved = Some(resolved.is_ok());
     Ok(Inspection { metadata })
+}
+
+/// The manifest of the platform the entry claims in an index (the first when it claims
+/// none), recording every platform in `metadata.platformVariants`.
+async fn choose_platform(
+    source: &Source<'_>,
+    index_ref: &Reference,
+    index: &Value,
+    architecture: Option<&str>,
+    metadata: &mut RegistryMetadata,
+) -> Result<(Reference, Value), Failure> {
+    let mut chosen = None;
+    for entry in index["manifests"].as_array().into_iter().flatten() {
+        let platform = platform_of(&entry["platform"]);
+        let Some(platform_digest) = entry["digest"].as_str() else {
+            continue;
+        };
+        let child = index_ref.clone_with_digest(platform_digest.to_string());
+        let (child_manifest, _) = source.manifest(&child).await?;
+        metadata.platform_variants.push(PlatformVariant {
+            platform: platform.clone(),
+            digest: Some(platform_digest.to_string()),
+            size_bytes: Some(image_size(&child_manifest)),
+        });
+        let wanted = match architecture {
+            Some(arch) => {
+                platform.architecture.as_deref().map(normalise_architecture)
+                    == Some(normalise_architecture(arch))
+            }
+            None => chosen.is_none(),
+        };
+        if wanted && chosen.is_none() {
+            chosen = Some((child, child_manifest));
+        }
+    }
+    chosen.ok_or_else(|| {
+        let offered: Vec<String> = metadata
+            .platform_variants
+            .iter()
+            .filter_map(|v| v.platform.architecture.clone())
+            .collect();
+        Failure::Permanent {
+            reason: "ArchitectureMissing",
+            message: format!(
+                "{} offers {} but not spec.metadata.architecture {:?}",
+                source.reference,
+                offered.join(", "),
+                architecture.unwrap_or_default()
+            ),
+        }
+    })
 }
 
 fn child_digests(index: &Value) -> impl Iterator<Item = &str> {
