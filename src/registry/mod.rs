@@ -26,7 +26,7 @@ pub use delete::DeleteOptions;
 pub use limits::{MAX_OBJECT_BYTES, check_object_size};
 pub use list::{ListQuery, RevisionMatch};
 pub use strategy::{SecretAccess, Subresource};
-pub use watch::{WatchEvent, WatchStream};
+pub use watch::{WatchEvent, WatchFrom, WatchStream};
 pub use write::{PatchKind, WriteOptions, Written};
 
 #[derive(Clone)]

@@ -53,19 +53,22 @@ pub struct WatchStream {
     progress: u64,
 }
 
+/// Where a watch starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// The changes after this revision.
+    Revision(u64),
+    /// The current state first, as ADDED events at one revision, then the changes.
+    CurrentState,
+    /// The same, with a bookmark marking the end of the initial events (sendInitialEvents).
+    InitialEvents,
+}
+
 impl Registry {
-    /// Starts a watch. With `initial` the current state is sent first, as ADDED events at one
-    /// revision, and with `end_bookmark` a bookmark closes it; otherwise changes after
-    /// `after` are sent.
-    pub fn watch(
-        &self,
-        query: ListQuery,
-        after: Option<u64>,
-        end_bookmark: bool,
-    ) -> Result<WatchStream, ApiError> {
-        let (start, state) = match after {
-            Some(revision) => (revision, State::Live),
-            None => {
+    pub fn watch(&self, query: ListQuery, from: WatchFrom) -> Result<WatchStream, ApiError> {
+        let (start, state) = match from {
+            WatchFrom::Revision(revision) => (revision, State::Live),
+            WatchFrom::CurrentState | WatchFrom::InitialEvents => {
                 let revision = self.store.revision();
                 let cursor = ListCursor {
                     revision,
@@ -86,7 +89,7 @@ impl Registry {
             changes,
             query,
             state,
-            send_end_bookmark: end_bookmark,
+            send_end_bookmark: from == WatchFrom::InitialEvents,
             progress: start,
         })
     }

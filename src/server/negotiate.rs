@@ -97,13 +97,20 @@ pub fn wants_aggregated_discovery(accept: Option<&str>) -> bool {
     false
 }
 
-/// The representation and encoding for an object or list response. `include_object` is the
-/// query parameter; `streaming` (watch) rules YAML out, as kube-apiserver has no YAML stream
-/// serializer.
+/// How a response carries objects: whole (an object or a list), or as a stream of watch
+/// events, which rules YAML out, as kube-apiserver has no YAML stream serializer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Whole,
+    Events,
+}
+
+/// The representation and encoding for an object or list response, or a watch.
+/// `include_object` is the query parameter.
 pub fn output(
     accept: Option<&str>,
     include_object: Option<&str>,
-    streaming: bool,
+    delivery: Delivery,
 ) -> Result<(Output, Encoding), ApiError> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
         return Ok((Output::Json, Encoding::Json));
@@ -111,7 +118,7 @@ pub fn output(
     for range in media_ranges(accept) {
         let encoding = match range.essence {
             "application/json" | "*/*" | "application/*" => Encoding::Json,
-            "application/yaml" if !streaming => Encoding::Yaml,
+            "application/yaml" if delivery == Delivery::Whole => Encoding::Yaml,
             _ => continue, // protobuf, cbor...: not served here, try the next one
         };
         let format = match (range.param("as"), range.param("g"), range.param("v")) {
@@ -147,7 +154,7 @@ pub fn output(
 
 /// The encoding for a response that is always a plain object (Status, written objects).
 pub fn encoding(accept: Option<&str>) -> Encoding {
-    output(accept, None, false)
+    output(accept, None, Delivery::Whole)
         .map(|(_, encoding)| encoding)
         .unwrap_or(Encoding::Json)
 }
@@ -160,24 +167,29 @@ mod tests {
     fn accept_headers() {
         let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(
-            output(Some(table), None, false).unwrap().0,
+            output(Some(table), None, Delivery::Whole).unwrap().0,
             Output::Table(IncludeObject::Metadata)
         );
         assert_eq!(
-            output(Some(table), Some("Object"), false).unwrap().0,
+            output(Some(table), Some("Object"), Delivery::Whole)
+                .unwrap()
+                .0,
             Output::Table(IncludeObject::Object)
         );
         assert_eq!(
-            output(None, None, false).unwrap(),
+            output(None, None, Delivery::Whole).unwrap(),
             (Output::Json, Encoding::Json)
         );
-        assert_eq!(output(Some("*/*"), None, true).unwrap().0, Output::Json);
         assert_eq!(
-            output(Some("application/yaml"), None, false).unwrap(),
+            output(Some("*/*"), None, Delivery::Events).unwrap().0,
+            Output::Json
+        );
+        assert_eq!(
+            output(Some("application/yaml"), None, Delivery::Whole).unwrap(),
             (Output::Json, Encoding::Yaml)
         );
         assert_eq!(
-            output(Some("application/yaml"), None, true)
+            output(Some("application/yaml"), None, Delivery::Events)
                 .unwrap_err()
                 .code,
             406
@@ -186,21 +198,25 @@ mod tests {
             output(
                 Some("application/vnd.kubernetes.protobuf, application/json"),
                 None,
-                false
+                Delivery::Whole
             )
             .unwrap()
             .0,
             Output::Json
         );
         assert_eq!(
-            output(Some("application/vnd.kubernetes.protobuf"), None, false)
-                .unwrap_err()
-                .code,
+            output(
+                Some("application/vnd.kubernetes.protobuf"),
+                None,
+                Delivery::Whole
+            )
+            .unwrap_err()
+            .code,
             406
         );
         let metadata = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
         assert_eq!(
-            output(Some(metadata), None, false).unwrap().0,
+            output(Some(metadata), None, Delivery::Whole).unwrap().0,
             Output::Metadata("v1")
         );
         assert!(wants_aggregated_discovery(Some(

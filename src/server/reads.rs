@@ -11,7 +11,7 @@ use hyper::upgrade::OnUpgrade;
 use super::App;
 use super::connections::Slot;
 use super::decode::list_query;
-use super::negotiate::{accept, output};
+use super::negotiate::{Delivery, accept, output};
 use super::query::Query;
 use super::render;
 use super::response::{Body, encoded, object_response, response_form, streamed};
@@ -19,7 +19,7 @@ use super::watch::{self, WatchOptions};
 use super::websocket;
 use crate::api::status::ApiError;
 use crate::observe::OpenWatch;
-use crate::registry::RevisionMatch;
+use crate::registry::{RevisionMatch, WatchFrom};
 
 /// Items read per store page while streaming a list with no limit.
 const STREAM_PAGE: usize = 500;
@@ -44,7 +44,7 @@ pub async fn list(
     query: &Query,
     namespace: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
-    let (format, encoding) = output(accept(headers), query.get("includeObject"), false)?;
+    let (format, encoding) = output(accept(headers), query.get("includeObject"), Delivery::Whole)?;
     let list_query = list_query(namespace, query)?;
     let cursor = app.registry.start(&list_query)?;
     let rv = cursor.revision.to_string();
@@ -119,7 +119,11 @@ pub async fn watch(
     namespace: Option<String>,
     upgrade: Upgrade,
 ) -> Result<Response<Body>, ApiError> {
-    let (format, _) = output(accept(headers), query.get("includeObject"), true)?;
+    let (format, _) = output(
+        accept(headers),
+        query.get("includeObject"),
+        Delivery::Events,
+    )?;
     let list_query = list_query(namespace, query)?;
     let rv = list_query.resource_version;
     let send_initial = query
@@ -159,9 +163,12 @@ pub async fn watch(
         bookmark_interval: app.config.bookmark_interval,
         timeout,
     };
-    let stream = app
-        .registry
-        .watch(list_query, after, send_initial == Some(true))?;
+    let from = match (after, send_initial) {
+        (Some(revision), _) => WatchFrom::Revision(revision),
+        (None, Some(true)) => WatchFrom::InitialEvents,
+        (None, _) => WatchFrom::CurrentState,
+    };
+    let stream = app.registry.watch(list_query, from)?;
     if websocket::is_upgrade(headers) {
         let shutdown = app.shutdown.clone();
         let busy = upgrade.connection.map(|slot| slot.busy());

@@ -97,13 +97,19 @@ impl<'a> Row<'a> {
     }
 }
 
-/// A Table of `objects`; `columns` false leaves the column definitions out (watch events
-/// after the first).
+/// Whether a Table carries its column definitions: watch events after the first leave them out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Columns {
+    Defined,
+    Omitted,
+}
+
+/// A Table of `objects`.
 fn table(
     objects: &[Bytes],
     include: IncludeObject,
     metadata: ListMeta,
-    columns: bool,
+    columns: Columns,
 ) -> Result<Bytes, ApiError> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -118,8 +124,8 @@ fn table(
     let table = Table {
         api_version: "meta.k8s.io/v1",
         column_definitions: match columns {
-            true => column_definitions(),
-            false => Value::Array(Vec::new()),
+            Columns::Defined => column_definitions(),
+            Columns::Omitted => Value::Array(Vec::new()),
         },
         kind: "Table",
         metadata,
@@ -177,7 +183,7 @@ fn resource_version(bytes: &[u8]) -> Result<&str, ApiError> {
 /// One object in `format` (a get, a write's answer, or a watch event's object); a Table of
 /// it carries the object's resourceVersion; `columns` as for [`table`]. `None` for plain
 /// JSON, which is served as stored.
-pub fn object(format: Output, bytes: &Bytes, columns: bool) -> Result<Option<Bytes>, ApiError> {
+pub fn object(format: Output, bytes: &Bytes, columns: Columns) -> Result<Option<Bytes>, ApiError> {
     match format {
         Output::Json => Ok(None),
         Output::Table(include) => table(
@@ -207,7 +213,7 @@ pub fn list(
     }
     match format {
         Output::Json => Ok(None),
-        Output::Table(include) => table(objects, include, metadata, true).map(Some),
+        Output::Table(include) => table(objects, include, metadata, Columns::Defined).map(Some),
         Output::Metadata(version) => to_bytes(&MetadataList {
             api_version: format!("meta.k8s.io/{version}"),
             items: objects

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use http::HeaderMap;
 
-use super::negotiate::{Encoding, Output, accept, output};
+use super::negotiate::{Delivery, Encoding, Output, accept, output};
 use super::query::Query;
 use super::render;
 use crate::api::status::ApiError;
@@ -132,7 +132,7 @@ impl<T: Unpin> hyper::body::Body for Tracked<T> {
 /// PartialObjectMetadata (as the garbage collector's metadata client asks), in JSON or YAML.
 /// Negotiated before anything is done, so that a write is never made and then refused a 406.
 pub fn response_form(headers: &HeaderMap, query: &Query) -> Result<(Output, Encoding), ApiError> {
-    output(accept(headers), query.get("includeObject"), false)
+    output(accept(headers), query.get("includeObject"), Delivery::Whole)
 }
 
 /// An object in the negotiated form, as kube-apiserver transforms every response object.
@@ -141,6 +141,6 @@ pub fn object_response(
     code: StatusCode,
     object: Bytes,
 ) -> Result<Response<Body>, ApiError> {
-    let rendered = render::object(format, &object, true)?;
+    let rendered = render::object(format, &object, render::Columns::Defined)?;
     Ok(encoded(code, encoding, rendered.unwrap_or(object)))
 }

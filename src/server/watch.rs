@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
 use super::negotiate::Output;
-use super::render;
+use super::render::{self, Columns};
 use super::response::{Body, body_from};
 use crate::api::types::{API_VERSION, KIND};
 use crate::observe::OpenWatch;
@@ -37,7 +37,8 @@ fn bookmark(revision: u64, initial_events_end: bool) -> Bytes {
 /// Encodes events in the watch's format; Table events carry column definitions only once.
 struct Encoder {
     format: Output,
-    columns_sent: bool,
+    /// Whether the next Table event defines its columns: only the first does.
+    columns: Columns,
 }
 
 impl Encoder {
@@ -46,8 +47,8 @@ impl Encoder {
             Output::Json => None,
             format => {
                 let rendered =
-                    render::object(format, object, !self.columns_sent).map_err(|e| e.message)?;
-                self.columns_sent = true;
+                    render::object(format, object, self.columns).map_err(|e| e.message)?;
+                self.columns = Columns::Omitted;
                 rendered
             }
         };
@@ -91,7 +92,7 @@ pub fn events(
         let mut next_bookmark = Instant::now() + options.bookmark_interval;
         let mut encoder = Encoder {
             format: options.format,
-            columns_sent: false,
+            columns: Columns::Defined,
         };
         loop {
             let chunk = tokio::select! {

@@ -40,7 +40,7 @@ pub fn default_auth_files() -> Vec<PathBuf> {
 }
 
 /// The host part of an image reference, as auth files key it.
-pub fn registry_host(reference: &str) -> &str {
+pub fn image_host(reference: &str) -> &str {
     match reference.split_once('/') {
         Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => host,
         _ => "docker.io",
@@ -74,7 +74,7 @@ impl CredentialSources {
     /// The credentials to use for `image`; Anonymous when nothing has any for its host. An
     /// error names a Secret that could not be read or is not a dockerconfigjson one.
     pub async fn for_image(&self, image: &CatalogImage) -> Result<RegistryAuth, String> {
-        let host = registry_host(&image.spec.registry_url);
+        let host = image_host(&image.spec.registry_url);
         let namespace = image.metadata.namespace.as_deref().unwrap_or("default");
         let mut secrets: Vec<(String, String)> = Vec::new();
         if let Some(reference) = &image.spec.auth_secret_ref {
@@ -167,12 +167,9 @@ mod tests {
 
     #[test]
     fn hosts_and_config_entries() {
-        assert_eq!(registry_host("quay.io/automotive/autosd:10"), "quay.io");
-        assert_eq!(
-            registry_host("127.0.0.1:5000/a/b@sha256:00"),
-            "127.0.0.1:5000"
-        );
-        assert_eq!(registry_host("library/fedora:40"), "docker.io");
+        assert_eq!(image_host("quay.io/automotive/autosd:10"), "quay.io");
+        assert_eq!(image_host("127.0.0.1:5000/a/b@sha256:00"), "127.0.0.1:5000");
+        assert_eq!(image_host("library/fedora:40"), "docker.io");
         let document = json!({"auths": {
             "https://quay.io": {"auth": STANDARD.encode("robot:secret")},
             "127.0.0.1:5000": {"username": "u", "password": "p"},

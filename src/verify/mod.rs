@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use self::breaker::Admission;
-use self::credentials::{CredentialSources, registry_host};
+use self::credentials::{CredentialSources, image_host};
 use self::hosts::{HostOptions, Hosts};
 use self::inspect::{Failure, inspect};
 use self::schedule::{Backoff, Clock, Queue, draw_jitter};
@@ -31,7 +31,7 @@ use self::shared::{SharedAnswers, credentials_key, question};
 use self::verdict::Outcome;
 use crate::api::types::{CatalogImage, CatalogImageStatus, Phase};
 use crate::observe::{CheckLabels, HostLabels, Metrics};
-use crate::registry::{ListQuery, Registry, WatchEvent, decode_stored};
+use crate::registry::{ListQuery, Registry, WatchEvent, WatchFrom, decode_stored};
 
 /// The field manager of status writes.
 pub const MANAGER: &str = "catalog-apiserver-verifier";
@@ -49,7 +49,8 @@ pub struct VerifyOptions {
 }
 
 pub struct Verifier {
-    registry: Registry,
+    /// The catalog entries, through the resource registry.
+    catalog: Registry,
     metrics: Arc<Metrics>,
     hosts: Hosts,
     credentials: CredentialSources,
@@ -59,13 +60,13 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(
-        registry: Registry,
+        catalog: Registry,
         credentials: CredentialSources,
         options: VerifyOptions,
         metrics: Arc<Metrics>,
     ) -> Verifier {
         Verifier {
-            registry,
+            catalog,
             metrics,
             hosts: Hosts::new(options.hosts.clone()),
             credentials,
@@ -113,7 +114,10 @@ impl Verifier {
         let (done_tx, mut done) = mpsc::unbounded_channel::<String>();
         let mut queue = Queue::default();
         'watching: loop {
-            let mut events = match self.registry.watch(ListQuery::default(), None, true) {
+            let mut events = match self
+                .catalog
+                .watch(ListQuery::default(), WatchFrom::InitialEvents)
+            {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::error!(error = %e.message, "verifier cannot watch the store");
@@ -146,7 +150,7 @@ impl Verifier {
                     Some(key) = done.recv() => {
                         queue.finished(&key);
                         if let Some((namespace, name)) = key.split_once('/')
-                            && let Ok(item) = self.registry.get(namespace, name)
+                            && let Ok(item) = self.catalog.get(namespace, name)
                             && let Ok(image) = decode_stored(&item.value)
                         {
                             queue.at(key, self.due(&image));
@@ -174,7 +178,7 @@ impl Verifier {
         let Some((namespace, name)) = key.split_once('/') else {
             return;
         };
-        let Ok(item) = self.registry.get(namespace, name) else {
+        let Ok(item) = self.catalog.get(namespace, name) else {
             return;
         };
         let Ok(image) = decode_stored(&item.value) else {
@@ -199,7 +203,7 @@ impl Verifier {
             Outcome::Available(_) => "Available",
             Outcome::Failed(failure, _) => failure.reason(),
         };
-        let host = registry_host(&image.spec.registry_url).to_string();
+        let host = image_host(&image.spec.registry_url).to_string();
         self.metrics
             .checks
             .get_or_create(&CheckLabels {
@@ -244,7 +248,7 @@ impl Verifier {
             .metadata
             .as_ref()
             .and_then(|m| m.architecture.clone());
-        let host_name = registry_host(reference);
+        let host_name = image_host(reference);
         let host = self.hosts.get(host_name);
         let credentials = credentials_key(&auth);
         let cell = self
@@ -302,7 +306,7 @@ impl Verifier {
         next: impl Fn(Option<&CatalogImageStatus>) -> CatalogImageStatus,
     ) {
         let written = self
-            .registry
+            .catalog
             .update_status((namespace, name), MANAGER, next)
             .await;
         match written {
