@@ -35,6 +35,17 @@ impl StandaloneFiles {
     }
 }
 
+/// Why certificates, keys or a kubeconfig could not be made or written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CertsError(String);
+
+impl From<String> for CertsError {
+    fn from(message: String) -> Self {
+        CertsError(message)
+    }
+}
+
 fn write_private(path: &Path, contents: &str) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -60,7 +71,7 @@ fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
 
 /// Makes the CA and certificates under `dir/pki` unless they exist; `hosts` are the serving
 /// certificate's names (IP addresses or DNS names).
-pub fn ensure_standalone(dir: &Path, hosts: &[String]) -> Result<StandaloneFiles, String> {
+pub fn ensure_standalone(dir: &Path, hosts: &[String]) -> Result<StandaloneFiles, CertsError> {
     let files = StandaloneFiles::under(dir);
     if files.ca.exists() && files.serving_cert.exists() && files.admin_cert.exists() {
         return Ok(files);
@@ -166,7 +177,7 @@ pub fn write_service_certificates(
     service: &str,
     namespace: &str,
     days: u32,
-) -> Result<(), String> {
+) -> Result<(), CertsError> {
     fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let (ca_pem, issuer) = new_ca(&format!("{service}.{namespace} CA"), Some(days))?;
     let dns = format!("{service}.{namespace}.svc");
@@ -190,11 +201,11 @@ pub fn write_service_certificates(
          spec:\n  caBundle: {}\n",
         STANDARD.encode(&ca_pem)
     );
-    write("apiservice-cabundle.yaml", &patch)
+    Ok(write("apiservice-cabundle.yaml", &patch)?)
 }
 
 /// A kubeconfig for `server` authenticating with the admin certificate.
-pub fn kubeconfig(files: &StandaloneFiles, server: &str) -> Result<String, String> {
+pub fn kubeconfig(files: &StandaloneFiles, server: &str) -> Result<String, CertsError> {
     let data = |path: &Path| {
         fs::read(path)
             .map(|b| STANDARD.encode(b))
@@ -227,6 +238,6 @@ current-context: catalog
     ))
 }
 
-pub fn write_kubeconfig(path: &Path, contents: &str) -> Result<(), String> {
-    write_private(path, contents)
+pub fn write_kubeconfig(path: &Path, contents: &str) -> Result<(), CertsError> {
+    Ok(write_private(path, contents)?)
 }

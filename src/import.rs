@@ -35,6 +35,12 @@ const PROVENANCE: [&str; 4] = [
 ];
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// Why the import could not read the old objects at all (one object's failure is counted, not
+/// this).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ImportError(String);
+
 fn resource(group: &str, version: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, KIND), PLURAL)
 }
@@ -259,16 +265,15 @@ pub async fn import(
     source: kube::Client,
     target: kube::Client,
     apply: bool,
-) -> Result<Summary, String> {
+) -> Result<Summary, ImportError> {
     let old: Api<DynamicObject> = Api::all_with(source, &resource(SOURCE_GROUP, SOURCE_VERSION));
     let mut summary = Summary::default();
     let started = Instant::now();
     let mut list = ListParams::default().limit(PAGE);
     loop {
-        let page = old
-            .list(&list)
-            .await
-            .map_err(|e| format!("listing {PLURAL}.{SOURCE_GROUP}: {}", one_line(&e)))?;
+        let page = old.list(&list).await.map_err(|e| {
+            ImportError(format!("listing {PLURAL}.{SOURCE_GROUP}: {}", one_line(&e)))
+        })?;
         let results: Vec<Result<Imported, String>> = futures_util::stream::iter(&page.items)
             .map(|object| import_one(&target, object, !apply))
             .buffer_unordered(CONCURRENCY)

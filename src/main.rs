@@ -25,6 +25,9 @@ use crate::server::tls::ServingCertificate;
 /// mimalloc gives freed memory back to the system where glibc's malloc keeps it in its
 /// arenas: after a round of whole-collection reads, resident memory returns within the minute
 /// (measured in BENCHMARKS.md, "Memory of whole-collection readers").
+/// Why a command stopped: any module's error, printed as one line.
+type Failure = Box<dyn std::error::Error>;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -64,6 +67,7 @@ fn main() -> std::process::ExitCode {
                         args.out.display()
                     )
                 })
+                .map_err(Failure::from)
         }
         Command::Import(args) => runtime.block_on(import_entries(args)),
     };
@@ -76,7 +80,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn standalone(args: Standalone) -> Result<(), String> {
+async fn standalone(args: Standalone) -> Result<(), Failure> {
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let hosts = vec![
@@ -119,11 +123,11 @@ async fn standalone(args: Standalone) -> Result<(), String> {
     Ok(())
 }
 
-fn read_text(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+fn read_text(path: &Path) -> Result<String, Failure> {
+    Ok(std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?)
 }
 
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, Failure> {
     let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -135,10 +139,10 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> 
         None => kube::Config::infer().await.map_err(|e| e.to_string()),
     }
     .map_err(|e| format!("kube-apiserver client configuration: {e}"))?;
-    kube::Client::try_from(config).map_err(|e| format!("kube-apiserver client: {e}"))
+    Ok(kube::Client::try_from(config).map_err(|e| format!("kube-apiserver client: {e}"))?)
 }
 
-async fn import_entries(args: Import) -> Result<(), String> {
+async fn import_entries(args: Import) -> Result<(), Failure> {
     let source = kube_client(args.from_kubeconfig.as_deref()).await?;
     let target = match args.kubeconfig.as_deref() {
         Some(path) => kube_client(Some(path)).await?,
@@ -159,12 +163,12 @@ async fn import_entries(args: Import) -> Result<(), String> {
         summary.created, summary.updated, summary.unchanged, summary.failed
     );
     if summary.failed > 0 {
-        return Err(format!("{} objects could not be imported", summary.failed));
+        return Err(format!("{} objects could not be imported", summary.failed).into());
     }
     Ok(())
 }
 
-async fn serve(args: Serve) -> Result<(), String> {
+async fn serve(args: Serve) -> Result<(), Failure> {
     let serving = ServingCertificate::load(&args.tls_cert_file, &args.tls_private_key_file)?;
     serving.clone().watch(args.tls_reload_interval);
     let tls = server::tls::server_config(serving)?;
@@ -245,7 +249,7 @@ async fn run(
     leading: watch::Receiver<bool>,
     store_dir: &Path,
     serving: Serving,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let options = Options {
         retention: serving.history_retention,
         cache_bytes: serving.store_cache_mib << 20,

@@ -19,6 +19,17 @@ use rustls::server::danger::ClientCertVerifier;
 use super::Auth;
 use super::identity::RequestHeaderNames;
 
+/// Why the authentication configuration (flags or ConfigMap) cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        ConfigError(message)
+    }
+}
+
 pub const CONFIG_MAP_NAMESPACE: &str = "kube-system";
 pub const CONFIG_MAP_NAME: &str = "extension-apiserver-authentication";
 
@@ -38,7 +49,7 @@ pub struct Sources {
 impl Sources {
     /// Reads the ConfigMap's data; list values are JSON arrays of strings, as kube-apiserver
     /// writes them.
-    pub fn from_config_map(data: &BTreeMap<String, String>) -> Result<Sources, String> {
+    pub fn from_config_map(data: &BTreeMap<String, String>) -> Result<Sources, ConfigError> {
         let list = |key: &str| -> Result<Option<Vec<String>>, String> {
             data.get(key)
                 .map(|v| serde_json::from_str(v).map_err(|e| format!("{key}: {e}")))
@@ -71,7 +82,7 @@ impl Sources {
         }
     }
 
-    pub fn build(&self) -> Result<AuthConfig, String> {
+    pub fn build(&self) -> Result<AuthConfig, ConfigError> {
         let client_ca = self
             .client_ca
             .as_deref()

@@ -168,7 +168,7 @@ impl Auth {
         let decision = reviewer
             .access(identity, attributes)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok((decision.allowed, decision.reason))
     }
 }

@@ -17,6 +17,17 @@ use super::cache::TtlCache;
 use super::identity::Identity;
 use crate::kube_errors::one_line;
 
+/// Why a TokenReview or SubjectAccessReview got no answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReviewError(String);
+
+impl From<String> for ReviewError {
+    fn from(message: String) -> Self {
+        ReviewError(message)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ReviewOptions {
     pub token_ttl: Duration,
@@ -51,7 +62,7 @@ impl Reviewer {
     }
 
     /// Who a bearer token belongs to; None when kube-apiserver says it is not valid.
-    pub async fn token(&self, token: &str) -> Result<Option<Identity>, String> {
+    pub async fn token(&self, token: &str) -> Result<Option<Identity>, ReviewError> {
         // Keyed by a hash, so no token is kept in memory longer than its request.
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(cached) = self.tokens.get(&key) {
@@ -95,7 +106,7 @@ impl Reviewer {
         &self,
         identity: &Identity,
         attributes: &Attributes,
-    ) -> Result<Decision, String> {
+    ) -> Result<Decision, ReviewError> {
         let spec = spec(identity, attributes);
         let key = serde_json::to_string(&spec).expect("a review spec serialises");
         if let Some(cached) = self.decisions.get(&key) {

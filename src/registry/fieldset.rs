@@ -8,6 +8,17 @@ use serde_json::{Map, Value};
 
 use crate::api::shape::{ListType, Shape};
 
+/// Why a managedFields entry does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FieldsError(String);
+
+impl From<String> for FieldsError {
+    fn from(message: String) -> Self {
+        FieldsError(message)
+    }
+}
+
 /// One step of a path: a struct field or map key, a list item by its key fields, or a set item.
 /// The order of the variants is the order fieldsV1 lists them in.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,7 +95,7 @@ impl FieldSet {
         Value::Object(root)
     }
 
-    pub fn from_fields_v1(tree: &Value) -> Result<FieldSet, String> {
+    pub fn from_fields_v1(tree: &Value) -> Result<FieldSet, FieldsError> {
         let mut set = FieldSet::default();
         parse_node(tree, &mut Vec::new(), &mut set.0)?;
         Ok(set)

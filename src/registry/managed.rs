@@ -7,7 +7,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use serde_json::Value;
 
-use super::fieldset::{FieldSet, Path, Step, compare, item_step, path_string};
+use super::fieldset::{FieldSet, FieldsError, Path, Step, compare, item_step, path_string};
 use super::strategy::Subresource;
 use crate::api::shape::{self, ListType, Shape};
 use crate::api::types::API_VERSION;
@@ -125,14 +125,14 @@ impl Manager {
 pub struct Managers(Vec<Manager>);
 
 impl Managers {
-    pub fn decode(entries: &[ManagedFieldsEntry]) -> Result<Managers, String> {
+    pub fn decode(entries: &[ManagedFieldsEntry]) -> Result<Managers, FieldsError> {
         entries
             .iter()
             .map(|entry| {
                 let operation = match entry.operation.as_deref() {
                     Some("Apply") => Operation::Apply,
                     Some("Update") => Operation::Update,
-                    other => return Err(format!("unsupported operation {other:?}")),
+                    other => return Err(format!("unsupported operation {other:?}").into()),
                 };
                 let fields = match &entry.fields_v1 {
                     Some(FieldsV1(tree)) => FieldSet::from_fields_v1(tree)?,

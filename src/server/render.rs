@@ -138,7 +138,7 @@ fn table(
 }
 
 fn yaml(json: &[u8]) -> Result<String, ApiError> {
-    to_yaml(json).map_err(ApiError::internal)
+    to_yaml(json)
 }
 
 /// A CatalogImageList of stored objects, as stored: nothing is decoded.

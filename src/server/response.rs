@@ -40,14 +40,16 @@ pub fn encoded(code: StatusCode, encoding: Encoding, body: impl Into<Bytes>) -> 
         Encoding::Json => json(code, body),
         Encoding::Yaml => match to_yaml(&body) {
             Ok(yaml) => full(code, encoding.content_type(), yaml),
-            Err(e) => error(&ApiError::internal(e), Encoding::Json),
+            Err(e) => error(&e, Encoding::Json),
         },
     }
 }
 
-pub fn to_yaml(json: &[u8]) -> Result<String, String> {
-    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    serde_saphyr::to_string(&value).map_err(|e| e.to_string())
+/// JSON bytes as YAML.
+pub fn to_yaml(json: &[u8]) -> Result<String, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| ApiError::internal(e.to_string()))?;
+    serde_saphyr::to_string(&value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 pub fn error(e: &ApiError, encoding: Encoding) -> Response<Body> {

@@ -17,20 +17,31 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+/// Why certificates or keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
+impl From<String> for TlsError {
+    fn from(message: String) -> Self {
+        TlsError(message)
+    }
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("reading certificates from {}: {e}", path.display()))
+        .map_err(|e| TlsError(format!("reading certificates from {}: {e}", path.display())))
 }
 
 /// A server configuration presenting `serving` and asking clients for a certificate.
 pub fn server_config(
     serving: Arc<ServingCertificate>,
-) -> Result<Arc<rustls::ServerConfig>, String> {
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = provider();
     let verifier = Arc::new(RequestClientCertificate {
         algorithms: provider.signature_verification_algorithms,
@@ -117,7 +128,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 impl ServingCertificate {
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<ServingCertificate>, String> {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<ServingCertificate>, TlsError> {
         let loaded = Self::read(cert_path, key_path)?;
         Ok(Arc::new(ServingCertificate {
             cert_path: cert_path.to_path_buf(),
@@ -126,7 +137,7 @@ impl ServingCertificate {
         }))
     }
 
-    fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded, String> {
+    fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
         let stamps = (modified(cert_path), modified(key_path));
         let chain = load_certificates(cert_path)?;
         let key = PrivateKeyDer::from_pem_file(key_path)

@@ -16,6 +16,17 @@ use serde_json::Value;
 use crate::api::types::CatalogImage;
 use crate::kube_errors::{is_not_found, one_line};
 
+/// Why an entry's registry credentials could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialsError(String);
+
+impl From<String> for CredentialsError {
+    fn from(message: String) -> Self {
+        CredentialsError(message)
+    }
+}
+
 /// Where credentials come from besides the entry's Secrets.
 #[derive(Clone, Default)]
 pub struct CredentialSources {
@@ -73,7 +84,7 @@ fn from_config_json(document: &Value, host: &str) -> Option<RegistryAuth> {
 impl CredentialSources {
     /// The credentials to use for `image`; Anonymous when nothing has any for its host. An
     /// error names a Secret that could not be read or is not a dockerconfigjson one.
-    pub async fn for_image(&self, image: &CatalogImage) -> Result<RegistryAuth, String> {
+    pub async fn for_image(&self, image: &CatalogImage) -> Result<RegistryAuth, CredentialsError> {
         let host = image_host(&image.spec.registry_url);
         let namespace = image.metadata.namespace.as_deref().unwrap_or("default");
         let mut secrets: Vec<(String, String)> = Vec::new();
@@ -94,10 +105,9 @@ impl CredentialSources {
         );
         if !secrets.is_empty() {
             let Some(client) = &self.cluster else {
-                return Err(
-                    "the entry names Secrets, but standalone mode has no cluster to read them from"
-                        .into(),
-                );
+                let why =
+                    "the entry names Secrets, but standalone mode has no cluster to read them from";
+                return Err(CredentialsError(why.into()));
             };
             for (namespace, name) in &secrets {
                 let document = read_secret(client, namespace, name).await?;
@@ -231,6 +241,7 @@ mod tests {
                 .for_image(&secret)
                 .await
                 .unwrap_err()
+                .to_string()
                 .contains("standalone")
         );
     }

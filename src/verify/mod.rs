@@ -233,11 +233,11 @@ impl Verifier {
         let reference = image.spec.registry_url.as_str();
         let auth = match self.credentials.for_image(image).await {
             Ok(auth) => auth,
-            Err(message) => {
+            Err(error) => {
                 return Outcome::Failed(
                     Failure::Transient {
                         reason: "CredentialsUnavailable",
-                        message,
+                        message: error.to_string(),
                     },
                     None,
                 );
