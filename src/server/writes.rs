@@ -15,6 +15,7 @@ use crate::api::decode::decode_object;
 use crate::api::openapi;
 use crate::api::selector::Selector;
 use crate::api::status::ApiError;
+use crate::api::types::CatalogImage;
 use crate::auth::identity::Identity;
 use crate::auth::secret_access;
 use crate::registry::{ApplyOptions, PatchKind, Subresource, WriteOptions, Written};
@@ -88,6 +89,33 @@ fn written(
     Ok(with_warnings(response, &warnings))
 }
 
+/// What a create or update asks: the answer's form, the write's options, and its object with
+/// the warnings of decoding it.
+struct ObjectWrite {
+    form: (Output, Encoding),
+    options: WriteOptions,
+    image: CatalogImage,
+    warnings: Vec<String>,
+}
+
+fn object_write(
+    app: &App,
+    identity: &Identity,
+    (headers, query): (&HeaderMap, &Query),
+    body: &[u8],
+) -> Result<ObjectWrite, ApiError> {
+    let form = response_form(headers, query)?;
+    let options = write_options(app, identity, headers, query)?;
+    let document = decode::object_document(headers, body)?;
+    let (image, warnings) = decode_object(&document, options.field_validation)?;
+    Ok(ObjectWrite {
+        form,
+        options,
+        image,
+        warnings,
+    })
+}
+
 pub async fn create(
     app: &App,
     identity: &Identity,
@@ -96,12 +124,12 @@ pub async fn create(
     namespace: &str,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    let form = response_form(headers, query)?;
-    let options = write_options(app, identity, headers, query)?;
-    let document = decode::object_document(headers, body)?;
-    let (image, warnings) = decode_object(&document, options.field_validation)?;
-    let result = app.registry.create(namespace, image, &options).await?;
-    written(form, StatusCode::CREATED, result, warnings)
+    let write = object_write(app, identity, (headers, query), body)?;
+    let result = app
+        .registry
+        .create(namespace, write.image, &write.options)
+        .await?;
+    written(write.form, StatusCode::CREATED, result, write.warnings)
 }
 
 pub async fn update(
@@ -112,15 +140,12 @@ pub async fn update(
     subresource: Subresource,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    let form = response_form(headers, query)?;
-    let options = write_options(app, identity, headers, query)?;
-    let document = decode::object_document(headers, body)?;
-    let (image, warnings) = decode_object(&document, options.field_validation)?;
+    let write = object_write(app, identity, (headers, query), body)?;
     let result = app
         .registry
-        .update(target, subresource, image, &options)
+        .update(target, subresource, write.image, &write.options)
         .await?;
-    written(form, StatusCode::OK, result, warnings)
+    written(write.form, StatusCode::OK, result, write.warnings)
 }
 
 pub async fn patch(
