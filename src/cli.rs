@@ -131,7 +131,8 @@ pub struct Serve {
     /// Name of that Lease.
     #[arg(long, default_value = "catalog-apiserver-verifier")]
     pub lease_name: String,
-    /// This replica's name in the Lease (default: the pod name, else the host name).
+    /// This replica's name in the Lease, to which each process adds `_` and a random suffix so
+    /// that no two processes share an identity (default: the pod name, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub lease_identity: Option<String>,
     /// How long the Lease holds without renewal.

@@ -210,12 +210,7 @@ async fn serve(args: Serve) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| format!("binding {}: {e}", args.bind))?;
-    let identity = match args.lease_identity {
-        Some(identity) => identity,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| format!("catalog-apiserver-{}", std::process::id())),
-    };
+    let identity = verify::lease::unique_identity(args.lease_identity.as_deref());
     let lease = verify::lease::LeaseOptions {
         namespace: args.lease_namespace,
         name: args.lease_name,

@@ -26,6 +26,19 @@ pub struct LeaseOptions {
     pub retry: Duration,
 }
 
+/// This process's Lease identity: `name` (else the host name) and a random suffix, as
+/// client-go's users (kube-controller-manager, kube-scheduler) make theirs, so that two
+/// processes on one host, or a restarted one, never both believe they hold the Lease.
+pub fn unique_identity(name: Option<&str>) -> String {
+    let name = match name {
+        Some(name) => name.to_string(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "catalog-apiserver".into()),
+    };
+    format!("{name}_{}", uuid::Uuid::new_v4())
+}
+
 /// Tries to hold the lease for as long as the process runs, telling `leading` whether it does.
 pub async fn hold(client: kube::Client, options: LeaseOptions, leading: watch::Sender<bool>) {
     let api: Api<Lease> = Api::namespaced(client, &options.namespace);
@@ -99,5 +112,18 @@ async fn try_acquire_or_renew(
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn identities_are_unique_per_process_start() {
+        let (a, b) = (super::unique_identity(None), super::unique_identity(None));
+        assert_ne!(a, b);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert!(a.starts_with(&format!("{}_", host.trim())), "{a}");
+        let named = super::unique_identity(Some("catalog-apiserver-0"));
+        assert!(named.starts_with("catalog-apiserver-0_"), "{named}");
     }
 }
