@@ -81,6 +81,10 @@ fn write_error(e: WriteError, name: &str) -> ApiError {
         WriteError::NotFound { .. } => ApiError::not_found(name),
         WriteError::Conflict { .. } => ApiError::stale(name),
         WriteError::InvalidIndex { reason, .. } => ApiError::bad_request(reason),
+        // The registry's writes are never replicated or restored ones.
+        e @ (WriteError::OutOfOrder { .. } | WriteError::NotEmpty { .. }) => {
+            ApiError::internal(e.to_string())
+        }
         WriteError::Storage(e) => e.into(),
     }
 }

@@ -42,10 +42,36 @@ pub enum Op {
     },
 }
 
+/// A change decided elsewhere (a log shared by several stores), at its own revision, for this
+/// store to follow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replicated {
+    pub revision: u64,
+    pub committed_at_ms: u64,
+    pub key: String,
+    /// None: the key was deleted.
+    pub value: Option<Bytes>,
+    pub indexes: Vec<(String, String)>,
+}
+
+type WriteReply = oneshot::Sender<Result<Vec<Arc<Change>>, WriteError>>;
+
 pub(crate) enum Request {
     Write {
         ops: Vec<Op>,
-        reply: oneshot::Sender<Result<Vec<Arc<Change>>, WriteError>>,
+        reply: WriteReply,
+    },
+    /// Changes decided elsewhere, applied at their revisions.
+    Replicate {
+        changes: Vec<Replicated>,
+        reply: WriteReply,
+    },
+    /// Objects of a snapshot taken elsewhere, written into an empty store; with `at`, the
+    /// snapshot is complete and the store is at revision `at`, its history starting there.
+    Restore {
+        objects: Vec<Replicated>,
+        at: Option<u64>,
+        reply: WriteReply,
     },
     Compact {
         cutoff_ms: u64,
@@ -111,16 +137,13 @@ fn now_ms() -> u64 {
 
 /// Where a request's answer goes.
 enum Reply {
-    Write(oneshot::Sender<Result<Vec<Arc<Change>>, WriteError>>),
+    Write(WriteReply),
     Compact(oneshot::Sender<Result<Compacted, StorageError>>),
 }
 
 /// What a request did to the group, answered once the group is durable.
 enum Answer {
-    Write(
-        oneshot::Sender<Result<Vec<Arc<Change>>, WriteError>>,
-        Vec<Arc<Change>>,
-    ),
+    Write(WriteReply, Vec<Arc<Change>>),
     Compact(oneshot::Sender<Result<Compacted, StorageError>>, Compacted),
 }
 
@@ -150,6 +173,14 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
         match request {
             Request::Write { ops, reply } => match group.apply(ops) {
                 Ok(changes) => answers.push(Answer::Write(reply, changes)),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            Request::Replicate { changes, reply } => match group.replicate(changes) {
+                Ok(changes) => answers.push(Answer::Write(reply, changes)),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            Request::Restore { objects, at, reply } => match group.restore(objects, at) {
+                Ok(()) => answers.push(Answer::Write(reply, Vec::new())),
                 Err(e) => drop(reply.send(Err(e))),
             },
             Request::Compact { cutoff_ms, reply } => match group.compact(cutoff_ms) {
@@ -194,7 +225,9 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
 impl Request {
     fn into_reply(self) -> Reply {
         match self {
-            Request::Write { reply, .. } => Reply::Write(reply),
+            Request::Write { reply, .. }
+            | Request::Replicate { reply, .. }
+            | Request::Restore { reply, .. } => Reply::Write(reply),
             Request::Compact { reply, .. } => Reply::Compact(reply),
         }
     }
@@ -269,48 +302,139 @@ impl Group {
             revision += 1;
             let (value, indexes) = match op {
                 Op::Create { indexes, value, .. } | Op::Update { indexes, value, .. } => {
-                    (Some(value(revision)), normalise(&key, indexes)?)
+                    (Some(value(revision)), indexes)
                 }
-                Op::Delete { .. } => (None, IndexValues::default()),
+                Op::Delete { .. } => (None, Vec::new()),
             };
-            let change = Change {
+            let change = Replicated {
                 revision,
                 committed_at_ms: self.now_ms,
                 key,
                 value,
                 indexes,
-                prev_revision: current.as_ref().map_or(0, |record| record.revision),
-                prev_value: live.and_then(|record| record.value.clone()),
-                prev_indexes: live
-                    .map(|record| record.indexes.clone())
-                    .unwrap_or_default(),
             };
-            stage_change(&mut txn, &change);
-            self.count(&mut txn, &change)?;
-            changes.push(Arc::new(change));
+            changes.push(self.stage(&mut txn, change, current.as_ref())?);
         }
         self.batch.absorb(txn);
         self.revision = revision;
         Ok(changes)
     }
 
+    /// Stages `change` over the key's `current` record: object record, index entries, history,
+    /// count.
+    fn stage(
+        &self,
+        txn: &mut Batch,
+        change: Replicated,
+        current: Option<&ObjectRecord>,
+    ) -> Result<Arc<Change>, WriteError> {
+        let live = current.filter(|record| record.value.is_some());
+        let indexes = match change.value {
+            Some(_) => normalise(&change.key, change.indexes)?,
+            None => IndexValues::default(),
+        };
+        let change = Change {
+            revision: change.revision,
+            committed_at_ms: change.committed_at_ms,
+            key: change.key,
+            value: change.value,
+            indexes,
+            prev_revision: current.map_or(0, |record| record.revision),
+            prev_value: live.and_then(|record| record.value.clone()),
+            prev_indexes: live
+                .map(|record| record.indexes.clone())
+                .unwrap_or_default(),
+        };
+        stage_change(txn, &change);
+        self.count(txn, &change)?;
+        Ok(Arc::new(change))
+    }
+
+    /// Applies changes decided elsewhere at their own revisions, which must follow this
+    /// store's without a gap; those it has already are skipped, so a log read twice applies
+    /// once.
+    fn replicate(&mut self, changes: Vec<Replicated>) -> Result<Vec<Arc<Change>>, WriteError> {
+        let mut txn = Batch::default();
+        let mut revision = self.revision;
+        let mut applied = Vec::new();
+        for change in changes.into_iter().filter(|c| c.revision > self.revision) {
+            if change.revision != revision + 1 {
+                return Err(WriteError::OutOfOrder {
+                    expected: revision + 1,
+                    got: change.revision,
+                });
+            }
+            revision = change.revision;
+            let current = self.read_object(&txn, &change.key)?;
+            applied.push(self.stage(&mut txn, change, current.as_ref())?);
+        }
+        self.batch.absorb(txn);
+        self.revision = revision;
+        Ok(applied)
+    }
+
+    /// Writes the live objects of a snapshot into a store that has never been written; `at`
+    /// completes it: the store is then at that revision, with no history before it.
+    fn restore(&mut self, objects: Vec<Replicated>, at: Option<u64>) -> Result<(), WriteError> {
+        if self.revision != 0 {
+            return Err(WriteError::NotEmpty {
+                revision: self.revision,
+            });
+        }
+        for object in objects.into_iter().filter(|o| o.value.is_some()) {
+            let indexes = normalise(&object.key, object.indexes)?;
+            for (name, value) in indexes.iter() {
+                let entry = IndexEntry {
+                    touched: object.revision,
+                    live: true,
+                };
+                self.batch
+                    .put(codec::index_key(name, value, &object.key), entry.encode());
+            }
+            let record = ObjectRecord {
+                revision: object.revision,
+                value: object.value,
+                indexes,
+            };
+            let mut txn = Batch::default();
+            self.count_one(&mut txn, &object.key, Live::Added, object.revision)?;
+            txn.put(codec::object_key(&object.key), record.encode());
+            self.batch.absorb(txn);
+        }
+        if let Some(at) = at {
+            self.revision = at;
+            self.compacted = at;
+        }
+        Ok(())
+    }
+
     /// Moves the count of the change's namespace when the change creates or deletes.
     fn count(&self, txn: &mut Batch, change: &Change) -> Result<(), EngineError> {
-        let (was, is) = (change.prev_value.is_some(), change.value.is_some());
-        if was == is {
-            return Ok(());
+        match (change.prev_value.is_some(), change.value.is_some()) {
+            (false, true) => self.count_one(txn, &change.key, Live::Added, change.revision),
+            (true, false) => self.count_one(txn, &change.key, Live::Removed, change.revision),
+            _ => Ok(()),
         }
-        let key = count_key(namespace_of(&change.key));
+    }
+
+    /// Moves the count of `key`'s namespace by one object, at `revision`.
+    fn count_one(
+        &self,
+        txn: &mut Batch,
+        key: &str,
+        live: Live,
+        revision: u64,
+    ) -> Result<(), EngineError> {
+        let key = count_key(namespace_of(key));
         let mut count = match self.read(txn, &key)? {
             Some(bytes) => Count::decode(&bytes)?,
             None => Count::default(),
         };
-        count.live = if is {
-            count.live + 1
-        } else {
-            count.live.saturating_sub(1)
+        count.live = match live {
+            Live::Added => count.live + 1,
+            Live::Removed => count.live.saturating_sub(1),
         };
-        count.revision = change.revision;
+        count.revision = revision;
         txn.put(key, count.encode());
         Ok(())
     }
@@ -357,6 +481,12 @@ impl Group {
             done,
         })
     }
+}
+
+/// How a write changes the number of live objects.
+enum Live {
+    Added,
+    Removed,
 }
 
 /// Writes a change's object record (or tombstone), index entry updates and history record.

@@ -28,6 +28,12 @@ pub enum WriteError {
     },
     #[error("index value of {key} is not storable: {reason}")]
     InvalidIndex { key: String, reason: String },
+    /// A change to follow does not come next: the follower missed one.
+    #[error("revision {got} cannot follow revision {expected} - 1")]
+    OutOfOrder { expected: u64, got: u64 },
+    /// A snapshot can only be restored into a store that has never been written.
+    #[error("the store is at revision {revision}, not empty")]
+    NotEmpty { revision: u64 },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

@@ -13,7 +13,7 @@ mod store;
 mod watch;
 
 pub use codec::{Change, ChangeKind, IndexValues};
-pub use committer::{BuildValue, Op};
+pub use committer::{BuildValue, Op, Replicated};
 pub use engine::{Batch, Engine, EngineError, EngineKind, RedbEngine, SledEngine, View};
 pub use error::{ReadError, StorageError, WatchError, WriteError};
 pub use read::{Item, ListOptions, Page};

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::codec::{self, Change};
-use crate::committer::{self, Op, Request};
+use crate::committer::{self, Op, Replicated, Request};
 use crate::engine::{Engine, EngineKind};
 use crate::watch::Watch;
 use crate::{StorageError, WatchError, WriteError};
@@ -141,6 +141,29 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Write { ops, reply })?;
         answer.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Applies changes decided elsewhere at their own revisions (see [`Replicated`]); returns
+    /// the changes it applied, as watchers see them.
+    pub async fn replicate(
+        &self,
+        changes: Vec<Replicated>,
+    ) -> Result<Vec<Arc<Change>>, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Replicate { changes, reply })?;
+        answer.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Writes part of a snapshot taken elsewhere into a store never written; the part with
+    /// `at` completes it, at that revision.
+    pub async fn restore(
+        &self,
+        objects: Vec<Replicated>,
+        at: Option<u64>,
+    ) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Restore { objects, at, reply })?;
+        answer.await.map_err(|_| StorageError::Closed)?.map(drop)
     }
 
     /// Drops history committed before `older_than`; returns the new compacted revision.

@@ -773,3 +773,129 @@ fn a_failed_commit_is_reported_and_changes_nothing() {
         );
     });
 }
+
+/// A change as a log shared by several stores would carry it.
+fn replicated(change: &Change) -> Replicated {
+    Replicated {
+        revision: change.revision,
+        committed_at_ms: change.committed_at_ms,
+        key: change.key.clone(),
+        value: change.value.clone(),
+        indexes: owned_pairs(&change.indexes),
+    }
+}
+
+fn owned_pairs(indexes: &IndexValues) -> Vec<(String, String)> {
+    indexes
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `store`'s changes after `after`, up to its current revision.
+fn log_of(store: &Store, rt: &tokio::runtime::Runtime, after: u64) -> Vec<Replicated> {
+    let mut watch = store.watch(after).unwrap();
+    (after..store.revision())
+        .map(|_| replicated(&rt.block_on(watch.next()).unwrap()))
+        .collect()
+}
+
+/// (key, revision, value) of everything a store lists now.
+fn contents(store: &Store) -> Vec<(String, u64, Bytes)> {
+    list_all(store, ListOptions::default())
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|i| (i.key, i.revision, i.value))
+        .collect()
+}
+
+#[test]
+fn a_store_follows_changes_decided_elsewhere_and_restores_a_snapshot() {
+    on_every_engine(|engine, dir, rt| {
+        let leader = open(&dir.join("leader"), engine);
+        let follower = open(&dir.join("follower"), engine);
+        rt.block_on(leader.write(vec![create("n1/a", "x"), create("n1/b", "y")]))
+            .unwrap();
+        rt.block_on(leader.write(vec![create("n2/c", "x")]))
+            .unwrap();
+        rt.block_on(leader.write(vec![update("n1/a", "z", Some(1))]))
+            .unwrap();
+        rt.block_on(leader.write(vec![delete("n1/b", None), create("n2/d", "y")]))
+            .unwrap();
+        let log = log_of(&leader, rt, 0);
+        assert_eq!(log.len(), 6);
+
+        let applied = rt.block_on(follower.replicate(log[..3].to_vec())).unwrap();
+        assert_eq!(applied.len(), 3);
+        let again = rt.block_on(follower.replicate(log[..3].to_vec())).unwrap();
+        assert!(again.is_empty(), "a log read twice applies once");
+        let gap = rt.block_on(follower.replicate(log[4..].to_vec()));
+        assert!(
+            matches!(
+                gap,
+                Err(WriteError::OutOfOrder {
+                    expected: 4,
+                    got: 5
+                })
+            ),
+            "{gap:?}"
+        );
+        rt.block_on(follower.replicate(log[3..].to_vec())).unwrap();
+        assert_eq!(follower.revision(), leader.revision());
+        assert_eq!(contents(&follower), contents(&leader));
+        assert_eq!(follower.count(Some("n1"), 6).unwrap(), Some(1));
+        // Watchers of the follower see what watchers of the leader see, previous states too.
+        let (mut theirs, mut ours) = (leader.watch(0).unwrap(), follower.watch(0).unwrap());
+        for _ in 0..6 {
+            let (a, b) = (
+                rt.block_on(theirs.next()).unwrap(),
+                rt.block_on(ours.next()).unwrap(),
+            );
+            assert_eq!(
+                (a.revision, &a.value, &a.prev_value),
+                (b.revision, &b.value, &b.prev_value)
+            );
+        }
+
+        // A new copy starts from a snapshot of the live objects, then follows.
+        let fresh = open(&dir.join("fresh"), engine);
+        let snapshot: Vec<Replicated> = list_all(&leader, ListOptions::default())
+            .unwrap()
+            .items
+            .iter()
+            .map(|item| Replicated {
+                revision: item.revision,
+                committed_at_ms: 0,
+                key: item.key.clone(),
+                value: Some(item.value.clone()),
+                indexes: owned_pairs(&item.indexes),
+            })
+            .collect();
+        let at = leader.revision();
+        rt.block_on(fresh.restore(snapshot[..1].to_vec(), None))
+            .unwrap();
+        rt.block_on(fresh.restore(snapshot[1..].to_vec(), Some(at)))
+            .unwrap();
+        assert_eq!(fresh.revision(), at);
+        assert!(matches!(fresh.watch(0), Err(WatchError::Gone { .. })));
+        let refused = rt.block_on(fresh.restore(Vec::new(), Some(at)));
+        assert!(matches!(refused, Err(WriteError::NotEmpty { .. })));
+        rt.block_on(leader.write(vec![update("n2/c", "y", None), create("n1/e", "x")]))
+            .unwrap();
+        let more = log_of(&leader, rt, at);
+        rt.block_on(fresh.replicate(more.clone())).unwrap();
+        rt.block_on(follower.replicate(more)).unwrap();
+        assert_eq!(contents(&fresh), contents(&leader));
+        assert_eq!(contents(&follower), contents(&leader));
+        let by_tag = |store: &Store| {
+            let options = ListOptions {
+                index: Some(("tag", "y")),
+                ..ListOptions::default()
+            };
+            keys(&list_all(store, options).unwrap().items).join(",")
+        };
+        assert_eq!(by_tag(&fresh), "n2/c,n2/d");
+        assert_eq!(fresh.count(None, fresh.revision()).unwrap(), Some(4));
+    });
+}
