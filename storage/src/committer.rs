@@ -520,16 +520,23 @@ fn removed<'a>(from: &'a IndexValues, to: &IndexValues) -> Vec<(&'a str, &'a str
 }
 
 fn normalise(key: &str, indexes: Vec<(String, String)>) -> Result<IndexValues, WriteError> {
-    if let Some((name, value)) = indexes
+    check_index_pairs(key, &indexes)?;
+    Ok(IndexValues::new(indexes))
+}
+
+/// Index names must be non-empty, and neither names nor values may contain NUL (the key
+/// layout's separator).
+pub(crate) fn check_index_pairs(key: &str, indexes: &[(String, String)]) -> Result<(), WriteError> {
+    match indexes
         .iter()
         .find(|(name, value)| name.is_empty() || name.contains('\0') || value.contains('\0'))
     {
-        return Err(WriteError::InvalidIndex {
+        Some((name, value)) => Err(WriteError::InvalidIndex {
             key: key.to_string(),
             reason: format!(
                 "index {name:?} = {value:?}: names must be non-empty, neither may contain NUL"
             ),
-        });
+        }),
+        None => Ok(()),
     }
-    Ok(IndexValues::new(indexes))
 }

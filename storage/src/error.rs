@@ -12,6 +12,9 @@ pub enum StorageError {
     /// The engine refused a group commit; none of its writes happened.
     #[error("commit failed: {0}")]
     CommitFailed(String),
+    /// The shared log (PostgreSQL) failed or could not be reached.
+    #[error("shared log: {0}")]
+    Shared(String),
 }
 
 #[derive(Debug, thiserror::Error)]

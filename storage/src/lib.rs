@@ -9,6 +9,7 @@ mod count;
 mod engine;
 mod error;
 mod read;
+mod shared;
 mod store;
 mod watch;
 
@@ -17,5 +18,7 @@ pub use committer::{BuildValue, Op, Replicated};
 pub use engine::{Batch, Engine, EngineError, EngineKind, RedbEngine, SledEngine, View};
 pub use error::{ReadError, StorageError, WatchError, WriteError};
 pub use read::{Item, ListOptions, Page};
+pub use shared::{CHANNEL, SharedLog};
 pub use store::{Options, Store};
+pub use tokio_postgres::Config as PostgresConfig;
 pub use watch::Watch;

@@ -1,0 +1,271 @@
+//! The log several stores share, in PostgreSQL: the authoritative order of every write, the
+//! latest state, and the recent history, which each replica's local store follows
+//! ([`Store::replicate`](crate::Store::replicate)).
+//!
+//! A write is one PostgreSQL transaction that takes the next revisions under the row lock of
+//! `catalog_meta`, so that commit order is revision order and a revision is never skipped (no
+//! sequence, no gap-filling as kine must do); its preconditions are checked in the same
+//! transaction, so two replicas can never both win; it notifies `catalog_log` on commit.
+//!
+//! | table | rows |
+//! |---|---|
+//! | `catalog_meta` | one: the latest revision, and the revision history is kept after |
+//! | `catalog_objects` | the latest state: key, revision, bytes, index names and values |
+//! | `catalog_log` | one row a change: revision, commit time, key, bytes (NULL: deleted), indexes |
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, Row};
+
+use crate::committer::{Op, Replicated, check_index_pairs};
+use crate::{ReadError, StorageError, WriteError};
+
+/// The channel a commit notifies, with its last revision as payload.
+pub const CHANNEL: &str = "catalog_log";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS catalog_meta (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    revision bigint NOT NULL,
+    compacted bigint NOT NULL
+);
+INSERT INTO catalog_meta VALUES (1, 0, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS catalog_objects (
+    key text PRIMARY KEY,
+    revision bigint NOT NULL,
+    value bytea NOT NULL,
+    index_names text[] NOT NULL,
+    index_values text[] NOT NULL
+);
+CREATE TABLE IF NOT EXISTS catalog_log (
+    revision bigint PRIMARY KEY,
+    committed_at_ms bigint NOT NULL,
+    key text NOT NULL,
+    value bytea,
+    index_names text[] NOT NULL,
+    index_values text[] NOT NULL
+);
+";
+
+/// Connections kept to PostgreSQL: writers hold one for a transaction.
+const POOL_SIZE: usize = 16;
+
+fn shared_error(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Shared(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct SharedLog {
+    pool: Pool,
+}
+
+impl SharedLog {
+    /// Connects (lazily, through a pool) and creates the tables if they are missing.
+    pub async fn connect(config: tokio_postgres::Config) -> Result<SharedLog, StorageError> {
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(shared_error)?;
+        let log = SharedLog { pool };
+        let client = log.client().await?;
+        client.batch_execute(SCHEMA).await.map_err(shared_error)?;
+        Ok(log)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        self.pool.get().await.map_err(shared_error)
+    }
+
+    /// The latest revision committed to the log.
+    pub async fn revision(&self) -> Result<u64, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT revision FROM catalog_meta WHERE id = 1", &[])
+            .await
+            .map_err(shared_error)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Commits `ops` as one transaction; each op gets the next revision. Returns the last.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<u64, WriteError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(shared_error)?;
+        let row = tx
+            .query_one(
+                "SELECT revision FROM catalog_meta WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(shared_error)?;
+        let mut revision = row.get::<_, i64>(0);
+        let now_ms = unix_ms();
+        for op in ops {
+            revision += 1;
+            write_op(&tx, op, revision, now_ms).await?;
+        }
+        tx.execute(
+            "UPDATE catalog_meta SET revision = $1 WHERE id = 1",
+            &[&revision],
+        )
+        .await
+        .map_err(shared_error)?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANNEL, &revision.to_string()],
+        )
+        .await
+        .map_err(shared_error)?;
+        tx.commit().await.map_err(shared_error)?;
+        Ok(revision as u64)
+    }
+
+    /// At most `limit` changes after revision `after`, in order; `Expired` when the log no
+    /// longer reaches back that far.
+    pub async fn changes(&self, after: u64, limit: u32) -> Result<Vec<Replicated>, ReadError> {
+        let client = self.client().await?;
+        let compacted = client
+            .query_one("SELECT compacted FROM catalog_meta WHERE id = 1", &[])
+            .await
+            .map_err(shared_error)?
+            .get::<_, i64>(0) as u64;
+        if after < compacted {
+            return Err(ReadError::Expired {
+                requested: after,
+                compacted,
+            });
+        }
+        let rows = client
+            .query(
+                "SELECT revision, committed_at_ms, key, value, index_names, index_values
+                 FROM catalog_log WHERE revision > $1 ORDER BY revision LIMIT $2",
+                &[&(after as i64), &i64::from(limit)],
+            )
+            .await
+            .map_err(shared_error)?;
+        Ok(rows.iter().map(replicated).collect())
+    }
+
+    /// The latest state, read in one snapshot: its revision, and every object with its own
+    /// revision, for [`Store::restore`](crate::Store::restore).
+    pub async fn snapshot(&self) -> Result<(u64, Vec<Replicated>), StorageError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(shared_error)?;
+        let revision = tx
+            .query_one("SELECT revision FROM catalog_meta WHERE id = 1", &[])
+            .await
+            .map_err(shared_error)?
+            .get::<_, i64>(0) as u64;
+        let rows = tx
+            .query(
+                "SELECT revision, 0::bigint, key, value, index_names, index_values
+                 FROM catalog_objects ORDER BY key",
+                &[],
+            )
+            .await
+            .map_err(shared_error)?;
+        tx.commit().await.map_err(shared_error)?;
+        Ok((revision, rows.iter().map(replicated).collect()))
+    }
+}
+
+/// One op of a write transaction at `revision`: its precondition, the latest state, the log.
+async fn write_op(
+    tx: &deadpool_postgres::Transaction<'_>,
+    op: Op,
+    revision: i64,
+    now_ms: i64,
+) -> Result<(), WriteError> {
+    let (key, expected, must_exist) = match &op {
+        Op::Create { key, .. } => (key.clone(), None, false),
+        Op::Update { key, expected, .. } | Op::Delete { key, expected } => {
+            (key.clone(), *expected, true)
+        }
+    };
+    let current = tx
+        .query_opt(
+            "SELECT revision FROM catalog_objects WHERE key = $1",
+            &[&key],
+        )
+        .await
+        .map_err(shared_error)?
+        .map(|row| row.get::<_, i64>(0) as u64);
+    match (current, must_exist) {
+        (Some(_), false) => return Err(WriteError::AlreadyExists { key }),
+        (None, true) => return Err(WriteError::NotFound { key }),
+        (Some(actual), true) => {
+            if let Some(expected) = expected.filter(|e| *e != actual) {
+                return Err(WriteError::Conflict {
+                    key,
+                    expected,
+                    actual,
+                });
+            }
+        }
+        (None, false) => {}
+    }
+    let (value, indexes) = match op {
+        Op::Create { indexes, value, .. } | Op::Update { indexes, value, .. } => {
+            check_index_pairs(&key, &indexes)?;
+            (Some(value(revision as u64)), indexes)
+        }
+        Op::Delete { .. } => (None, Vec::new()),
+    };
+    let (names, values): (Vec<String>, Vec<String>) = indexes.into_iter().unzip();
+    let bytes = value.as_ref().map(|v| v.to_vec());
+    match &bytes {
+        Some(bytes) => tx
+            .execute(
+                "INSERT INTO catalog_objects VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (key) DO UPDATE SET revision = $2, value = $3,
+                     index_names = $4, index_values = $5",
+                &[&key, &revision, bytes, &names, &values],
+            )
+            .await
+            .map_err(shared_error)?,
+        None => tx
+            .execute("DELETE FROM catalog_objects WHERE key = $1", &[&key])
+            .await
+            .map_err(shared_error)?,
+    };
+    tx.execute(
+        "INSERT INTO catalog_log VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&revision, &now_ms, &key, &bytes, &names, &values],
+    )
+    .await
+    .map_err(shared_error)?;
+    Ok(())
+}
+
+/// A change (or an object) as read from the log (or the latest state).
+fn replicated(row: &Row) -> Replicated {
+    let names: Vec<String> = row.get(4);
+    let values: Vec<String> = row.get(5);
+    Replicated {
+        revision: row.get::<_, i64>(0) as u64,
+        committed_at_ms: row.get::<_, i64>(1) as u64,
+        key: row.get(2),
+        value: row.get::<_, Option<Vec<u8>>>(3).map(Bytes::from),
+        indexes: names.into_iter().zip(values).collect(),
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,304 @@
+//! The shared log against a real PostgreSQL 15 (Debian's server binaries, a cluster made by
+//! `initdb` in a temporary directory, listening on a loopback port): revisions from many
+//! connections are gap-free and in commit order, preconditions are decided in PostgreSQL, and
+//! local stores follow the log or restore its snapshot to the same contents.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use catalog_storage::*;
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL server of its own, stopped when dropped.
+struct Postgres {
+    _dir: tempfile::TempDir,
+    port: u16,
+    server: Child,
+}
+
+/// PostgreSQL's programs refuse to run as root: as root they run as the `postgres` user.
+fn command(program: &str) -> Command {
+    let path = Path::new(BIN).join(program);
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(path);
+        command
+    } else {
+        Command::new(path)
+    }
+}
+
+fn is_root() -> bool {
+    let output = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let data: PathBuf = dir.path().join("data");
+        let initdb = command("initdb")
+            .args([
+                "--auth=trust",
+                "--username=catalog",
+                "--encoding=UTF8",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(initdb.success(), "initdb failed");
+        let port = free_port();
+        let server = command("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let postgres = Postgres {
+            _dir: dir,
+            port,
+            server,
+        };
+        postgres.wait_ready();
+        postgres
+    }
+
+    /// Waits until the server accepts connections (pg_isready), at most 30 s.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let ready = command("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            if ready.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    fn config(&self) -> PostgresConfig {
+        format!(
+            "host=127.0.0.1 port={} user=catalog dbname=postgres",
+            self.port
+        )
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn value(key: &str) -> BuildValue {
+    let key = key.to_string();
+    Box::new(move |revision| Bytes::from(format!("{key}@{revision}")))
+}
+
+fn create(key: &str) -> Op {
+    Op::Create {
+        key: key.into(),
+        indexes: vec![("tag".into(), "x".into())],
+        value: value(key),
+    }
+}
+
+fn update(key: &str, expected: u64) -> Op {
+    Op::Update {
+        key: key.into(),
+        expected: Some(expected),
+        indexes: vec![("tag".into(), "y".into())],
+        value: value(key),
+    }
+}
+
+/// (key, revision, value) of everything a store lists now.
+fn contents(store: &Store) -> Vec<(String, u64, Bytes)> {
+    store
+        .list(&ListOptions::default(), &mut |_| true)
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|i| (i.key, i.revision, i.value))
+        .collect()
+}
+
+#[test]
+fn revisions_from_many_replicas_are_gap_free_and_in_commit_order() {
+    let postgres = Postgres::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let replicas = [
+            SharedLog::connect(postgres.config()).await.unwrap(),
+            SharedLog::connect(postgres.config()).await.unwrap(),
+        ];
+        let mut writers = Vec::new();
+        for writer in 0..8 {
+            let log = replicas[writer % 2].clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    log.write(vec![create(&format!("ns{writer}/k{i}"))])
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        assert_eq!(replicas[1].revision().await.unwrap(), 200);
+        let changes = replicas[0].changes(0, 1000).await.unwrap();
+        let revisions: Vec<u64> = changes.iter().map(|c| c.revision).collect();
+        assert_eq!(revisions, (1..=200).collect::<Vec<_>>());
+        for change in &changes {
+            let expected = format!("{}@{}", change.key, change.revision);
+            assert_eq!(change.value.as_deref(), Some(expected.as_bytes()));
+        }
+        assert_eq!(replicas[0].changes(150, 10).await.unwrap()[0].revision, 151);
+    });
+}
+
+#[test]
+fn preconditions_are_decided_in_postgres_so_one_replica_wins() {
+    let postgres = Postgres::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let a = Arc::new(SharedLog::connect(postgres.config()).await.unwrap());
+        let b = Arc::new(SharedLog::connect(postgres.config()).await.unwrap());
+        let revision = a.write(vec![create("ns/raced")]).await.unwrap();
+        let mut current = revision;
+        for _ in 0..20 {
+            let (on_a, on_b) = tokio::join!(
+                a.write(vec![update("ns/raced", current)]),
+                b.write(vec![update("ns/raced", current)]),
+            );
+            let won: Vec<u64> = [&on_a, &on_b]
+                .iter()
+                .filter_map(|r| r.as_ref().ok().copied())
+                .collect();
+            assert_eq!(won.len(), 1, "{on_a:?} {on_b:?}");
+            let lost = [on_a, on_b].into_iter().find_map(Result::err).unwrap();
+            assert!(matches!(lost, WriteError::Conflict { .. }), "{lost:?}");
+            current = won[0];
+        }
+        let (on_a, on_b) = tokio::join!(
+            a.write(vec![create("ns/once")]),
+            b.write(vec![create("ns/once")]),
+        );
+        assert!(on_a.is_ok() != on_b.is_ok());
+        let refused = on_a.err().or(on_b.err()).unwrap();
+        assert!(matches!(refused, WriteError::AlreadyExists { .. }));
+        // A transaction is all or nothing: its second op fails, its first is not written.
+        let failed = a
+            .write(vec![create("ns/half"), update("ns/missing", 1)])
+            .await;
+        assert!(matches!(failed, Err(WriteError::NotFound { .. })));
+        assert_eq!(a.revision().await.unwrap(), current + 1);
+        let nul = a.write(vec![Op::Create {
+            key: "ns/nul".into(),
+            indexes: vec![("tag".into(), "a\0b".into())],
+            value: value("ns/nul"),
+        }]);
+        assert!(matches!(nul.await, Err(WriteError::InvalidIndex { .. })));
+    });
+}
+
+#[test]
+fn local_stores_follow_the_log_or_restore_its_snapshot() {
+    let postgres = Postgres::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
+    rt.block_on(async {
+        let log = SharedLog::connect(postgres.config()).await.unwrap();
+        for i in 0..10 {
+            log.write(vec![create(&format!("ns{}/k{i}", i % 3))])
+                .await
+                .unwrap();
+        }
+        log.write(vec![update("ns1/k1", 2)]).await.unwrap();
+        log.write(vec![Op::Delete {
+            key: "ns2/k2".into(),
+            expected: None,
+        }])
+        .await
+        .unwrap();
+
+        let follower = open("follower");
+        follower
+            .replicate(log.changes(0, 1000).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(follower.revision(), 12);
+
+        let (at, objects) = log.snapshot().await.unwrap();
+        assert_eq!((at, objects.len()), (12, 9));
+        let restored = open("restored");
+        restored.restore(objects, Some(at)).await.unwrap();
+        assert_eq!(contents(&restored), contents(&follower));
+
+        log.write(vec![create("ns0/new"), update("ns0/k0", 1)])
+            .await
+            .unwrap();
+        for store in [&follower, &restored] {
+            let changes = log.changes(store.revision(), 1000).await.unwrap();
+            store.replicate(changes).await.unwrap();
+        }
+        assert_eq!(contents(&restored), contents(&follower));
+        assert_eq!(follower.revision(), 14);
+        let tagged = ListOptions {
+            index: Some(("tag", "y")),
+            ..ListOptions::default()
+        };
+        let keys = |store: &Store| -> Vec<String> {
+            let page = store.list(&tagged, &mut |_| true).unwrap();
+            page.items.into_iter().map(|i| i.key).collect()
+        };
+        assert_eq!(keys(&restored), ["ns0/k0", "ns1/k1"]);
+        assert_eq!(keys(&follower), keys(&restored));
+    });
+}
