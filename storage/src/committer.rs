@@ -208,6 +208,7 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
     }
     core.revision.store(group.revision, Ordering::Release);
     core.compacted.store(group.compacted, Ordering::Release);
+    core.published.send_replace(group.revision);
     for answer in answers {
         match answer {
             Answer::Write(reply, changes) => {

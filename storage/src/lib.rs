@@ -8,6 +8,7 @@ mod committer;
 mod count;
 mod engine;
 mod error;
+mod follow;
 mod read;
 mod shared;
 mod store;

@@ -17,7 +17,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{NoTls, Row};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use crate::committer::{Op, Replicated, check_index_pairs};
 use crate::{ReadError, StorageError, WriteError};
@@ -59,13 +62,27 @@ fn shared_error(e: impl std::fmt::Display) -> StorageError {
 #[derive(Clone)]
 pub struct SharedLog {
     pool: Pool,
+    /// For the listener's own connection.
+    config: tokio_postgres::Config,
+}
+
+/// A connection that listens for the log's notifications; closed when its connection is.
+pub(crate) struct Listener {
+    _client: tokio_postgres::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    pub fn is_closed(&self) -> bool {
+        self.task.is_finished()
+    }
 }
 
 impl SharedLog {
     /// Connects (lazily, through a pool) and creates the tables if they are missing.
     pub async fn connect(config: tokio_postgres::Config) -> Result<SharedLog, StorageError> {
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -75,7 +92,7 @@ impl SharedLog {
             .max_size(POOL_SIZE)
             .build()
             .map_err(shared_error)?;
-        let log = SharedLog { pool };
+        let log = SharedLog { pool, config };
         let client = log.client().await?;
         client.batch_execute(SCHEMA).await.map_err(shared_error)?;
         Ok(log)
@@ -83,6 +100,28 @@ impl SharedLog {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
         self.pool.get().await.map_err(shared_error)
+    }
+
+    /// Listens for commits on a connection of its own: each wakes `woken`.
+    pub(crate) async fn listen(&self, woken: Arc<Notify>) -> Result<Listener, StorageError> {
+        let (client, mut connection) = self.config.connect(NoTls).await.map_err(shared_error)?;
+        let task = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(_))) => woken.notify_one(),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return,
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(shared_error)?;
+        Ok(Listener {
+            _client: client,
+            task,
+        })
     }
 
     /// The latest revision committed to the log.

@@ -12,8 +12,12 @@ use tokio::sync::{broadcast, oneshot};
 use crate::codec::{self, Change};
 use crate::committer::{self, Op, Replicated, Request};
 use crate::engine::{Engine, EngineKind};
+use crate::shared::SharedLog;
 use crate::watch::Watch;
 use crate::{StorageError, WatchError, WriteError};
+
+/// How long a write through the shared log, or a consistent read, waits for the local copy.
+const FOLLOW_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -52,6 +56,8 @@ pub(crate) struct Core {
     pub compacted: AtomicU64,
     pub events: broadcast::Sender<Arc<Change>>,
     pub watch_buffer: usize,
+    /// The latest committed revision again, for those who wait for one.
+    pub published: tokio::sync::watch::Sender<u64>,
 }
 
 /// A handle on the store. Clones share it; the committer thread ends when the last is dropped,
@@ -61,10 +67,21 @@ pub struct Store {
     shared: Arc<Shared>,
 }
 
+/// A store that may have been dropped: what the follower holds, so that it ends with the store.
+pub(crate) struct WeakStore(std::sync::Weak<Shared>);
+
+impl WeakStore {
+    pub fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|shared| Store { shared })
+    }
+}
+
 struct Shared {
     core: Arc<Core>,
     requests: mpsc::Sender<Request>,
     committer: Option<std::thread::JoinHandle<()>>,
+    /// The log this store follows, when several stores share one (`Store::follow`).
+    log: std::sync::OnceLock<SharedLog>,
 }
 
 impl Drop for Shared {
@@ -105,6 +122,7 @@ impl Store {
             compacted: AtomicU64::new(compacted),
             events: broadcast::channel(options.watch_buffer).0,
             watch_buffer: options.watch_buffer,
+            published: tokio::sync::watch::Sender::new(revision),
         });
         let (requests, inbox) = mpsc::channel();
         let committer_core = core.clone();
@@ -118,6 +136,7 @@ impl Store {
                 core,
                 requests,
                 committer: Some(committer),
+                log: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -137,10 +156,67 @@ impl Store {
     }
 
     /// Commits `ops` as one atomic, durable transaction; each op gets its own revision, in order.
+    /// A store that follows a shared log commits there, and answers once it has applied the
+    /// transaction itself.
     pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<Arc<Change>>, WriteError> {
+        if let Some(log) = self.shared.log.get() {
+            let count = ops.len() as u64;
+            let last = log.write(ops).await?;
+            self.wait_for(last).await?;
+            return self.changes(last + 1 - count, last);
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Write { ops, reply })?;
         answer.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Waits until this store has reached `revision` (at most `FOLLOW_WAIT`).
+    pub async fn wait_for(&self, revision: u64) -> Result<(), StorageError> {
+        let mut published = self.core().published.subscribe();
+        let reached = published.wait_for(|current| *current >= revision);
+        match tokio::time::timeout(FOLLOW_WAIT, reached).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StorageError::Closed),
+            Err(_) => Err(StorageError::Shared(format!(
+                "the local copy did not reach revision {revision} within {FOLLOW_WAIT:?}"
+            ))),
+        }
+    }
+
+    /// For a read that must not be older than any acknowledged write: waits until this store
+    /// has reached the shared log's current revision. Nothing to wait for without one.
+    pub async fn catch_up(&self) -> Result<(), StorageError> {
+        match self.shared.log.get() {
+            Some(log) => self.wait_for(log.revision().await?).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The changes committed at revisions `from..=to`, from the history.
+    fn changes(&self, from: u64, to: u64) -> Result<Vec<Arc<Change>>, WriteError> {
+        let view = self.core().engine.view().map_err(StorageError::from)?;
+        let limit = (to + 1 - from) as usize;
+        let changes =
+            codec::read_history(view.as_ref(), from, to, limit).map_err(StorageError::from)?;
+        Ok(changes.into_iter().map(Arc::new).collect())
+    }
+
+    /// Makes this store a replica of `log`: restored from its snapshot when it has never been
+    /// written, then following it for as long as the store lives; its writes go to the log.
+    pub async fn follow(&self, log: SharedLog) -> Result<(), StorageError> {
+        if self.revision() == 0 {
+            let (at, objects) = log.snapshot().await?;
+            if at > 0 {
+                self.restore(objects, Some(at))
+                    .await
+                    .map_err(|e| StorageError::Shared(e.to_string()))?;
+            }
+        }
+        let store = WeakStore(Arc::downgrade(&self.shared));
+        let follower = log.clone();
+        tokio::spawn(async move { crate::follow::run(store, follower).await });
+        let _ = self.shared.log.set(log);
+        self.catch_up().await
     }
 
     /// Applies changes decided elsewhere at their own revisions (see [`Replicated`]); returns

@@ -302,3 +302,53 @@ fn local_stores_follow_the_log_or_restore_its_snapshot() {
         assert_eq!(keys(&follower), keys(&restored));
     });
 }
+
+#[test]
+fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
+    let postgres = Postgres::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
+    rt.block_on(async {
+        let (a, b) = (open("a"), open("b"));
+        a.follow(SharedLog::connect(postgres.config()).await.unwrap())
+            .await
+            .unwrap();
+        b.follow(SharedLog::connect(postgres.config()).await.unwrap())
+            .await
+            .unwrap();
+        let mut watched_on_b = b.watch(0).unwrap();
+        let written = a
+            .write(vec![create("ns/one"), create("ns/two")])
+            .await
+            .unwrap();
+        assert_eq!(
+            written.iter().map(|c| c.revision).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // A read on B that must see every acknowledged write catches up first.
+        b.catch_up().await.unwrap();
+        assert_eq!(b.get("ns/two").unwrap().unwrap().revision, 2);
+        let on_b = b.write(vec![update("ns/one", 1)]).await.unwrap();
+        assert_eq!(on_b[0].prev_revision, 1);
+        let stale = a.write(vec![update("ns/one", 1)]).await;
+        assert!(
+            matches!(stale, Err(WriteError::Conflict { .. })),
+            "{stale:?}"
+        );
+        for revision in 1..=3 {
+            assert_eq!(watched_on_b.next().await.unwrap().revision, revision);
+        }
+        // A replica started later restores the log's snapshot, then follows it.
+        let c = open("c");
+        c.follow(SharedLog::connect(postgres.config()).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(c.revision(), 3);
+        a.write(vec![create("ns/three")]).await.unwrap();
+        c.catch_up().await.unwrap();
+        a.catch_up().await.unwrap();
+        assert_eq!(contents(&c), contents(&a));
+        assert_eq!(c.count(Some("ns"), c.revision()).unwrap(), Some(3));
+    });
+}

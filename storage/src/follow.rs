@@ -1,0 +1,52 @@
+//! A replica's follower: tails the shared log into the local store in revision order, woken by
+//! the log's notifications (LISTEN on its own connection) and, should one be missed or the
+//! connection be down, by polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::ReadError;
+use crate::shared::{Listener, SharedLog};
+use crate::store::WeakStore;
+
+/// Changes applied at once.
+const BATCH: u32 = 1_000;
+/// How often the log is read when no notification comes.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Follows `log` until the store is dropped.
+pub(crate) async fn run(store: WeakStore, log: SharedLog) {
+    let woken = Arc::new(Notify::new());
+    let mut listener: Option<Listener> = None;
+    loop {
+        let Some(live) = store.upgrade() else { return };
+        if listener.as_ref().is_none_or(Listener::is_closed) {
+            listener = match log.listen(woken.clone()).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared log: cannot listen; polling");
+                    None
+                }
+            };
+        }
+        match log.changes(live.revision(), BATCH).await {
+            Ok(changes) if !changes.is_empty() => match live.replicate(changes).await {
+                Ok(_) => continue,
+                Err(e) => tracing::error!(error = %e, "shared log: change not applied"),
+            },
+            Ok(_) => {}
+            Err(ReadError::Expired { .. }) => tracing::error!(
+                revision = live.revision(),
+                "shared log: the local copy is older than the log's history; remove it to rebuild"
+            ),
+            Err(e) => tracing::warn!(error = %e, "shared log: not reachable"),
+        }
+        drop(live);
+        tokio::select! {
+            _ = woken.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
