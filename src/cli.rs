@@ -172,6 +172,15 @@ pub struct Serving {
     /// The store's page cache, in MiB.
     #[arg(long, default_value_t = 256)]
     pub store_cache_mib: usize,
+    /// A PostgreSQL connection string (`postgres://user@host:port/db`, or `host=... user=...`)
+    /// whose log this replica shares with the others: writes commit there, and the store under
+    /// the data directory becomes a local copy that follows it. Without it the embedded store is
+    /// the only one. Never logged.
+    #[arg(long, env = "CATALOG_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// The same, read from a file (a mounted Secret).
+    #[arg(long, conflicts_with = "store")]
+    pub store_file: Option<PathBuf>,
     /// Open connections at most; at the cap the longest-idle one is closed to make room
     /// (default: the descriptor limit less an eighth).
     #[arg(long)]

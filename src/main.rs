@@ -14,7 +14,7 @@ mod verify;
 use std::path::Path;
 use std::sync::Arc;
 
-use catalog_storage::{Options, Store};
+use catalog_storage::{Options, PostgresConfig, SharedLog, Store};
 use clap::Parser;
 use tokio::sync::watch;
 
@@ -236,6 +236,20 @@ async fn serve(args: Serve) -> Result<(), Failure> {
 }
 
 /// Opens the store and serves until SIGTERM or SIGINT, then shuts down gracefully.
+/// The PostgreSQL store this replica shares, from `--store` or `--store-file`.
+fn shared_store(serving: &Serving) -> Result<Option<PostgresConfig>, Failure> {
+    let text = match (&serving.store, &serving.store_file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => read_text(path)?.trim().to_string(),
+        (None, None) => return Ok(None),
+    };
+    // The connection string may hold a password: the error names neither.
+    let config = text
+        .parse::<PostgresConfig>()
+        .map_err(|_| "--store is not a PostgreSQL connection string".to_string())?;
+    Ok(Some(config))
+}
+
 async fn run(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -252,6 +266,16 @@ async fn run(
     };
     let store = Store::open(store_dir, options)
         .map_err(|e| format!("opening the store in {}: {e}", store_dir.display()))?;
+    if let Some(config) = shared_store(&serving)? {
+        let log = SharedLog::connect(config)
+            .await
+            .map_err(|e| format!("connecting to the shared store: {e}"))?;
+        store
+            .follow(log)
+            .await
+            .map_err(|e| format!("following the shared store: {e}"))?;
+        tracing::info!(revision = store.revision(), "following the shared store");
+    }
     let (stop, stopped) = watch::channel(false);
     let descriptors = server::connections::raise_descriptor_limit();
     let max_connections = serving

@@ -204,6 +204,14 @@ impl ApiError {
 impl From<catalog_storage::StorageError> for ApiError {
     fn from(e: catalog_storage::StorageError) -> ApiError {
         tracing::error!(error = %e, "storage failed");
-        ApiError::internal(format!("storage: {e}"))
+        match e {
+            // Another replica may still serve: 503, which clients and the aggregator retry.
+            catalog_storage::StorageError::Shared(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("storage: {e}"),
+            ),
+            e => ApiError::internal(format!("storage: {e}")),
+        }
     }
 }

@@ -100,6 +100,17 @@ impl Registry {
 const FUTURE_REVISION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Registry {
+    /// Makes a read at `resource_version` consistent: none (the most recent) waits until the
+    /// store has every acknowledged write, of any replica; `0` (any) waits for nothing; another
+    /// waits for that revision.
+    pub async fn fresh(&self, resource_version: Option<u64>) -> Result<(), ApiError> {
+        match resource_version {
+            None => Ok(self.store.catch_up().await?),
+            Some(0) => Ok(()),
+            Some(revision) => self.wait_for_revision(revision).await,
+        }
+    }
+
     /// Waits (briefly) until the store has reached `revision`; 504 "Too large resource
     /// version" if it does not.
     pub async fn wait_for_revision(&self, revision: u64) -> Result<(), ApiError> {

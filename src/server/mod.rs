@@ -326,7 +326,7 @@ impl App {
         let request = (&parts.headers, query);
         let (namespace, name) = object;
         match (verb, subresource) {
-            (Verb::Get, _) => reads::get(self, &parts.headers, query, namespace, name),
+            (Verb::Get, _) => reads::get(self, &parts.headers, query, namespace, name).await,
             (Verb::Update, _) => {
                 writes::update(self, identity, request, object, subresource, body).await
             }

@@ -26,7 +26,7 @@ const STREAM_PAGE: usize = 500;
 /// The most items one page of a paged list holds, whatever its limit asks.
 const MAX_PAGE: usize = 5000;
 
-pub fn get(
+pub async fn get(
     app: &App,
     headers: &HeaderMap,
     query: &Query,
@@ -34,6 +34,9 @@ pub fn get(
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
     let form = response_form(headers, query)?;
+    // A get without resourceVersion reads the most recent state; with `0`, any.
+    let any = query.get("resourceVersion") == Some("0");
+    app.registry.fresh(if any { Some(0) } else { None }).await?;
     let item = app.registry.get(namespace, name)?;
     object_response(form, StatusCode::OK, item.value)
 }
@@ -46,7 +49,10 @@ pub async fn list(
 ) -> Result<Response<Body>, ApiError> {
     let (format, encoding) = output(accept(headers), query.get("includeObject"), Delivery::Whole)?;
     let list_query = list_query(namespace, query)?;
+    app.registry.fresh(list_query.resource_version).await?;
     let cursor = app.registry.start(&list_query)?;
+    // A continue token may come from another replica, a little ahead of this one.
+    app.registry.wait_for_revision(cursor.revision).await?;
     let rv = cursor.revision.to_string();
     if let Some(limit) = list_query.limit {
         // A page is held whole; the server may serve fewer items than asked (the continue
@@ -142,15 +148,13 @@ pub async fn watch(
             )],
         ));
     }
+    app.registry.fresh(rv).await?;
     let after = match (rv, send_initial) {
         (_, Some(true)) => None,
         (None | Some(0), None) => None,
         (None | Some(0), Some(false)) => Some(app.registry.store().revision()),
         (Some(rv), _) => Some(rv),
     };
-    if let Some(after) = after {
-        app.registry.wait_for_revision(after).await?;
-    }
     let timeout = match query.number("timeoutSeconds")? {
         Some(seconds) => Duration::from_secs(seconds),
         // kube-apiserver spreads watches between the minimum request timeout and twice that.

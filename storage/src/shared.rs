@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS catalog_log (
 
 /// Connections kept to PostgreSQL: writers hold one for a transaction.
 const POOL_SIZE: usize = 16;
+/// How long getting or making a connection may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn shared_error(e: impl std::fmt::Display) -> StorageError {
     StorageError::Shared(e.to_string())
@@ -88,8 +90,13 @@ impl SharedLog {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Bounded waits everywhere: with PostgreSQL gone a write fails in seconds, not hangs.
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(TIMEOUT))
+            .create_timeout(Some(TIMEOUT))
+            .recycle_timeout(Some(TIMEOUT))
             .build()
             .map_err(shared_error)?;
         let log = SharedLog { pool, config };

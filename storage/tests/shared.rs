@@ -3,128 +3,14 @@
 //! connections are gap-free and in commit order, preconditions are decided in PostgreSQL, and
 //! local stores follow the log or restore its snapshot to the same contents.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod postgres;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use catalog_storage::*;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// A PostgreSQL server of its own, stopped when dropped.
-struct Postgres {
-    _dir: tempfile::TempDir,
-    port: u16,
-    server: Child,
-}
-
-/// PostgreSQL's programs refuse to run as root: as root they run as the `postgres` user.
-fn command(program: &str) -> Command {
-    let path = Path::new(BIN).join(program);
-    if is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(path);
-        command
-    } else {
-        Command::new(path)
-    }
-}
-
-fn is_root() -> bool {
-    let output = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&output.stdout).trim() == "0"
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Postgres {
-    fn start() -> Postgres {
-        let dir = tempfile::tempdir().unwrap();
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let data: PathBuf = dir.path().join("data");
-        let initdb = command("initdb")
-            .args([
-                "--auth=trust",
-                "--username=catalog",
-                "--encoding=UTF8",
-                "-D",
-            ])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(initdb.success(), "initdb failed");
-        let port = free_port();
-        let server = command("postgres")
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-k")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let postgres = Postgres {
-            _dir: dir,
-            port,
-            server,
-        };
-        postgres.wait_ready();
-        postgres
-    }
-
-    /// Waits until the server accepts connections (pg_isready), at most 30 s.
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut pause = Duration::from_millis(10);
-        loop {
-            let ready = command("pg_isready")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            if ready.success() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "PostgreSQL did not start");
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    fn config(&self) -> PostgresConfig {
-        format!(
-            "host=127.0.0.1 port={} user=catalog dbname=postgres",
-            self.port
-        )
-        .parse()
-        .unwrap()
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
+use postgres::Postgres;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -173,8 +59,12 @@ fn revisions_from_many_replicas_are_gap_free_and_in_commit_order() {
     let rt = runtime();
     rt.block_on(async {
         let replicas = [
-            SharedLog::connect(postgres.config()).await.unwrap(),
-            SharedLog::connect(postgres.config()).await.unwrap(),
+            SharedLog::connect(postgres.config().parse().unwrap())
+                .await
+                .unwrap(),
+            SharedLog::connect(postgres.config().parse().unwrap())
+                .await
+                .unwrap(),
         ];
         let mut writers = Vec::new();
         for writer in 0..8 {
@@ -207,8 +97,16 @@ fn preconditions_are_decided_in_postgres_so_one_replica_wins() {
     let postgres = Postgres::start();
     let rt = runtime();
     rt.block_on(async {
-        let a = Arc::new(SharedLog::connect(postgres.config()).await.unwrap());
-        let b = Arc::new(SharedLog::connect(postgres.config()).await.unwrap());
+        let a = Arc::new(
+            SharedLog::connect(postgres.config().parse().unwrap())
+                .await
+                .unwrap(),
+        );
+        let b = Arc::new(
+            SharedLog::connect(postgres.config().parse().unwrap())
+                .await
+                .unwrap(),
+        );
         let revision = a.write(vec![create("ns/raced")]).await.unwrap();
         let mut current = revision;
         for _ in 0..20 {
@@ -254,7 +152,9 @@ fn local_stores_follow_the_log_or_restore_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
     rt.block_on(async {
-        let log = SharedLog::connect(postgres.config()).await.unwrap();
+        let log = SharedLog::connect(postgres.config().parse().unwrap())
+            .await
+            .unwrap();
         for i in 0..10 {
             log.write(vec![create(&format!("ns{}/k{i}", i % 3))])
                 .await
@@ -311,12 +211,20 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
     let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
     rt.block_on(async {
         let (a, b) = (open("a"), open("b"));
-        a.follow(SharedLog::connect(postgres.config()).await.unwrap())
-            .await
-            .unwrap();
-        b.follow(SharedLog::connect(postgres.config()).await.unwrap())
-            .await
-            .unwrap();
+        a.follow(
+            SharedLog::connect(postgres.config().parse().unwrap())
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        b.follow(
+            SharedLog::connect(postgres.config().parse().unwrap())
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
         let mut watched_on_b = b.watch(0).unwrap();
         let written = a
             .write(vec![create("ns/one"), create("ns/two")])
@@ -341,9 +249,13 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
         }
         // A replica started later restores the log's snapshot, then follows it.
         let c = open("c");
-        c.follow(SharedLog::connect(postgres.config()).await.unwrap())
-            .await
-            .unwrap();
+        c.follow(
+            SharedLog::connect(postgres.config().parse().unwrap())
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
         assert_eq!(c.revision(), 3);
         a.write(vec![create("ns/three")]).await.unwrap();
         c.catch_up().await.unwrap();

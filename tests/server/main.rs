@@ -18,6 +18,9 @@ mod load;
 mod oci;
 mod operator;
 mod pki;
+#[path = "../../storage/tests/postgres/mod.rs"]
+mod postgres;
 mod python;
+mod replicas;
 mod schemathesis;
 mod verification;

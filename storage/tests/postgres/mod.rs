@@ -1,0 +1,121 @@
+//! A PostgreSQL 15 server of a test's own (Debian's server binaries): a cluster made by
+//! `initdb` in a temporary directory, listening on a loopback port, stopped when dropped. Shared
+//! by the storage crate's tests and the server's (`tests/server/main.rs` includes this file).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL server of its own, stopped when dropped.
+pub struct Postgres {
+    _dir: tempfile::TempDir,
+    port: u16,
+    server: Child,
+}
+
+/// PostgreSQL's programs refuse to run as root: as root they run as the `postgres` user.
+fn command(program: &str) -> Command {
+    let path = Path::new(BIN).join(program);
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(path);
+        command
+    } else {
+        Command::new(path)
+    }
+}
+
+fn is_root() -> bool {
+    let output = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let data: PathBuf = dir.path().join("data");
+        let initdb = command("initdb")
+            .args([
+                "--auth=trust",
+                "--username=catalog",
+                "--encoding=UTF8",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(initdb.success(), "initdb failed");
+        let port = free_port();
+        let server = command("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let postgres = Postgres {
+            _dir: dir,
+            port,
+            server,
+        };
+        postgres.wait_ready();
+        postgres
+    }
+
+    /// Waits until the server accepts connections (pg_isready), at most 30 s.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let ready = command("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            if ready.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The connection string of the server's `postgres` database, as its superuser.
+    pub fn config(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=catalog dbname=postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
