@@ -14,7 +14,7 @@ mod verify;
 use std::path::Path;
 use std::sync::Arc;
 
-use catalog_storage::{Options, PostgresConfig, SharedLog, Store};
+use catalog_storage::{Options, PostgresConfig, SharedLog, StorageError, Store};
 use clap::Parser;
 use tokio::sync::watch;
 
@@ -236,6 +236,45 @@ async fn serve(args: Serve) -> Result<(), Failure> {
 }
 
 /// Opens the store and serves until SIGTERM or SIGINT, then shuts down gracefully.
+fn open_store(dir: &Path, options: &Options) -> Result<Store, Failure> {
+    Ok(Store::open(dir, options.clone())
+        .map_err(|e| format!("opening the store in {}: {e}", dir.display()))?)
+}
+
+/// Makes the local store a copy that follows the shared one. A copy older than the shared
+/// log's history (a replica that was away longer than --history-retention) is removed and
+/// rebuilt from PostgreSQL's latest state.
+async fn follow_shared(
+    store: Store,
+    dir: &Path,
+    options: Options,
+    config: PostgresConfig,
+) -> Result<Store, Failure> {
+    let log = SharedLog::connect(config)
+        .await
+        .map_err(|e| format!("connecting to the shared store: {e}"))?;
+    let store = match store.follow(log.clone()).await {
+        Err(StorageError::Stale {
+            revision,
+            compacted,
+        }) => {
+            tracing::warn!(
+                revision,
+                compacted,
+                "the local copy is too old: rebuilding it"
+            );
+            drop(store);
+            std::fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+            let store = open_store(dir, &options)?;
+            store.follow(log).await.map(|()| store)
+        }
+        followed => followed.map(|()| store),
+    }
+    .map_err(|e| format!("following the shared store: {e}"))?;
+    tracing::info!(revision = store.revision(), "following the shared store");
+    Ok(store)
+}
+
 /// The PostgreSQL store this replica shares, from `--store` or `--store-file`.
 fn shared_store(serving: &Serving) -> Result<Option<PostgresConfig>, Failure> {
     let text = match (&serving.store, &serving.store_file) {
@@ -264,18 +303,11 @@ async fn run(
         cache_bytes: serving.store_cache_mib << 20,
         ..Options::default()
     };
-    let store = Store::open(store_dir, options)
-        .map_err(|e| format!("opening the store in {}: {e}", store_dir.display()))?;
-    if let Some(config) = shared_store(&serving)? {
-        let log = SharedLog::connect(config)
-            .await
-            .map_err(|e| format!("connecting to the shared store: {e}"))?;
-        store
-            .follow(log)
-            .await
-            .map_err(|e| format!("following the shared store: {e}"))?;
-        tracing::info!(revision = store.revision(), "following the shared store");
-    }
+    let store = open_store(store_dir, &options)?;
+    let store = match shared_store(&serving)? {
+        Some(config) => follow_shared(store, store_dir, options, config).await?,
+        None => store,
+    };
     let (stop, stopped) = watch::channel(false);
     let descriptors = server::connections::raise_descriptor_limit();
     let max_connections = serving

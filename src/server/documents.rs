@@ -92,11 +92,12 @@ pub fn openapi_v3(app: &App, headers: &HeaderMap) -> Response<Body> {
 
 pub fn health(app: &App, check: &str) -> Response<Body> {
     if check == "readyz" && !app.is_ready() {
-        return full(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain",
-            "[-]store not open\nreadyz check failed\n",
-        );
+        let failed = match app.shared_store_reached() {
+            true => "[-]store not open\n",
+            false => "[-]shared-store: the shared log has not been read for 30 s\n",
+        };
+        let body = format!("{failed}readyz check failed\n");
+        return full(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", body);
     }
     full(StatusCode::OK, "text/plain; charset=utf-8", "ok")
 }

@@ -45,6 +45,8 @@ use crate::auth::{Attributes, Auth, ChainVerdicts};
 use crate::observe::{Metrics, RequestLabels, VerbLabels};
 use crate::registry::{Registry, Subresource};
 
+/// How long a replica may go without reading the shared store before it is not ready.
+const SHARED_STORE_GRACE: Duration = Duration::from_secs(30);
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -130,9 +132,19 @@ impl App {
     }
 
     /// Ready once the authentication configuration is loaded (the store is open before the
-    /// App exists), and until shutdown begins.
+    /// App exists), and until shutdown begins; a replica of a shared store also while it has
+    /// read the shared log recently (otherwise its copy may be stale and writes fail).
     pub fn is_ready(&self) -> bool {
-        self.auth.is_ready() && !*self.shutdown.borrow()
+        self.auth.is_ready() && !*self.shutdown.borrow() && self.shared_store_reached()
+    }
+
+    pub fn shared_store_reached(&self) -> bool {
+        let store = self.registry.store();
+        !store.follows()
+            || store
+                .followed_at()
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|since| since < SHARED_STORE_GRACE)
     }
 
     /// Answers one request. The request body is handed back with the response when it was

@@ -3,7 +3,7 @@
 //! connection be down, by polling.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
@@ -16,12 +16,25 @@ const BATCH: u32 = 1_000;
 /// How often the log is read when no notification comes.
 const POLL: Duration = Duration::from_secs(1);
 
-/// Follows `log` until the store is dropped.
+/// Follows `log` until the store is dropped, compacting the log's history as the store does
+/// its own.
 pub(crate) async fn run(store: WeakStore, log: SharedLog) {
     let woken = Arc::new(Notify::new());
     let mut listener: Option<Listener> = None;
+    let mut next_compaction = Instant::now();
     loop {
         let Some(live) = store.upgrade() else { return };
+        if Instant::now() >= next_compaction {
+            let (retention, interval) = live.retention();
+            let cutoff = SystemTime::now() - retention;
+            let cutoff_ms = cutoff
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            if let Err(e) = log.compact(cutoff_ms as u64).await {
+                tracing::warn!(error = %e, "shared log: compaction failed; will retry");
+            }
+            next_compaction = Instant::now() + interval;
+        }
         if listener.as_ref().is_none_or(Listener::is_closed) {
             listener = match log.listen(woken.clone()).await {
                 Ok(listener) => Some(listener),
@@ -31,7 +44,11 @@ pub(crate) async fn run(store: WeakStore, log: SharedLog) {
                 }
             };
         }
-        match log.changes(live.revision(), BATCH).await {
+        let read = log.changes(live.revision(), BATCH).await;
+        if read.is_ok() {
+            live.mark_followed();
+        }
+        match read {
             Ok(changes) if !changes.is_empty() => match live.replicate(changes).await {
                 Ok(_) => continue,
                 Err(e) => tracing::error!(error = %e, "shared log: change not applied"),

@@ -13,8 +13,6 @@
 //! | `catalog_objects` | the latest state: key, revision, bytes, index names and values |
 //! | `catalog_log` | one row a change: revision, commit time, key, bytes (NULL: deleted), indexes |
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::sync::Arc;
@@ -153,7 +151,16 @@ impl SharedLog {
             .await
             .map_err(shared_error)?;
         let mut revision = row.get::<_, i64>(0);
-        let now_ms = unix_ms();
+        // PostgreSQL's clock, read under the lock: commit times follow revision order whichever
+        // replica writes, so compaction by time drops a prefix of the log.
+        let now_ms = tx
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[],
+            )
+            .await
+            .map_err(shared_error)?
+            .get::<_, i64>(0);
         for op in ops {
             revision += 1;
             write_op(&tx, op, revision, now_ms).await?;
@@ -172,6 +179,38 @@ impl SharedLog {
         .map_err(shared_error)?;
         tx.commit().await.map_err(shared_error)?;
         Ok(revision as u64)
+    }
+
+    /// The revision the log's history starts after.
+    pub async fn compacted(&self) -> Result<u64, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT compacted FROM catalog_meta WHERE id = 1", &[])
+            .await
+            .map_err(shared_error)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Drops the log's changes up to the last one committed before `cutoff_ms` (a prefix:
+    /// commit times are PostgreSQL's, taken under the revision lock), always keeping the latest
+    /// change; returns the revision the history now starts after.
+    pub async fn compact(&self, cutoff_ms: u64) -> Result<u64, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "WITH cut AS (
+                     SELECT COALESCE(MAX(revision), 0) AS upto FROM catalog_log
+                     WHERE committed_at_ms < $1
+                       AND revision < (SELECT revision FROM catalog_meta WHERE id = 1)),
+                 dropped AS (
+                     DELETE FROM catalog_log WHERE revision <= (SELECT upto FROM cut))
+                 UPDATE catalog_meta SET compacted = GREATEST(compacted, (SELECT upto FROM cut))
+                 WHERE id = 1 RETURNING compacted",
+                &[&(cutoff_ms as i64)],
+            )
+            .await
+            .map_err(shared_error)?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
     /// At most `limit` changes after revision `after`, in order; `Expired` when the log no
@@ -308,10 +347,4 @@ fn replicated(row: &Row) -> Replicated {
         value: row.get::<_, Option<Vec<u8>>>(3).map(Bytes::from),
         indexes: names.into_iter().zip(values).collect(),
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

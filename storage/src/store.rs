@@ -82,6 +82,11 @@ struct Shared {
     committer: Option<std::thread::JoinHandle<()>>,
     /// The log this store follows, when several stores share one (`Store::follow`).
     log: std::sync::OnceLock<SharedLog>,
+    /// When the follower last read the log (Unix milliseconds; 0: never).
+    followed_at: AtomicU64,
+    /// How long history is kept, here and, for a follower, in the shared log.
+    retention: Duration,
+    compaction_interval: Duration,
 }
 
 impl Drop for Shared {
@@ -124,6 +129,7 @@ impl Store {
             watch_buffer: options.watch_buffer,
             published: tokio::sync::watch::Sender::new(revision),
         });
+        let (retention, compaction_interval) = (options.retention, options.compaction_interval);
         let (requests, inbox) = mpsc::channel();
         let committer_core = core.clone();
         let committer = std::thread::Builder::new()
@@ -137,6 +143,9 @@ impl Store {
                 requests,
                 committer: Some(committer),
                 log: std::sync::OnceLock::new(),
+                followed_at: AtomicU64::new(0),
+                retention,
+                compaction_interval,
             }),
         })
     }
@@ -184,12 +193,43 @@ impl Store {
     }
 
     /// For a read that must not be older than any acknowledged write: waits until this store
-    /// has reached the shared log's current revision. Nothing to wait for without one.
+    /// has reached the shared log's current revision. Nothing to wait for without one; and
+    /// while the log cannot be reached, the local copy is served as it is: stale by at most
+    /// the time since `followed_at` (the server stops being ready soon after).
     pub async fn catch_up(&self) -> Result<(), StorageError> {
-        match self.shared.log.get() {
-            Some(log) => self.wait_for(log.revision().await?).await,
-            None => Ok(()),
+        let Some(log) = self.shared.log.get() else {
+            return Ok(());
+        };
+        match log.revision().await {
+            Ok(revision) => self.wait_for(revision).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "shared log unreachable: serving the local copy");
+                Ok(())
+            }
         }
+    }
+
+    /// When this store, following a shared log, last read it; None when it follows none or
+    /// has not read it yet.
+    pub fn followed_at(&self) -> Option<SystemTime> {
+        let ms = self.shared.followed_at.load(Ordering::Acquire);
+        (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
+    /// Whether this store follows a shared log.
+    pub fn follows(&self) -> bool {
+        self.shared.log.get().is_some()
+    }
+
+    pub(crate) fn mark_followed(&self) {
+        self.shared
+            .followed_at
+            .store(unix_ms(SystemTime::now()), Ordering::Release);
+    }
+
+    /// How long history is kept, and how often it is compacted.
+    pub(crate) fn retention(&self) -> (Duration, Duration) {
+        (self.shared.retention, self.shared.compaction_interval)
     }
 
     /// The changes committed at revisions `from..=to`, from the history.
@@ -204,6 +244,13 @@ impl Store {
     /// Makes this store a replica of `log`: restored from its snapshot when it has never been
     /// written, then following it for as long as the store lives; its writes go to the log.
     pub async fn follow(&self, log: SharedLog) -> Result<(), StorageError> {
+        let compacted = log.compacted().await?;
+        if self.revision() > 0 && self.revision() < compacted {
+            return Err(StorageError::Stale {
+                revision: self.revision(),
+                compacted,
+            });
+        }
         if self.revision() == 0 {
             let (at, objects) = log.snapshot().await?;
             if at > 0 {
@@ -216,7 +263,9 @@ impl Store {
         let follower = log.clone();
         tokio::spawn(async move { crate::follow::run(store, follower).await });
         let _ = self.shared.log.set(log);
-        self.catch_up().await
+        self.catch_up().await?;
+        self.mark_followed();
+        Ok(())
     }
 
     /// Applies changes decided elsewhere at their own revisions (see [`Replicated`]); returns

@@ -264,3 +264,39 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
         assert_eq!(c.count(Some("ns"), c.revision()).unwrap(), Some(3));
     });
 }
+
+#[test]
+fn followers_resume_after_postgres_restarts() {
+    let mut postgres = Postgres::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
+    let (a, b) = (open("a"), open("b"));
+    rt.block_on(async {
+        for store in [&a, &b] {
+            let log = SharedLog::connect(postgres.config().parse().unwrap());
+            store.follow(log.await.unwrap()).await.unwrap();
+        }
+        a.write(vec![create("ns/before")]).await.unwrap();
+    });
+    postgres.crash();
+    rt.block_on(async {
+        let refused = a.write(vec![create("ns/during")]).await;
+        assert!(
+            matches!(refused, Err(WriteError::Storage(StorageError::Shared(_)))),
+            "{refused:?}"
+        );
+        b.catch_up().await.unwrap();
+        assert!(
+            b.get("ns/before").unwrap().is_some(),
+            "the local copy still serves"
+        );
+    });
+    postgres.restart();
+    rt.block_on(async {
+        let written = a.write(vec![create("ns/after")]).await.unwrap();
+        b.wait_for(written[0].revision).await.unwrap();
+        assert_eq!(contents(&b), contents(&a));
+        assert_eq!(b.revision(), 2);
+    });
+}

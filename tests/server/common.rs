@@ -196,7 +196,16 @@ impl Server {
         }
     }
 
-    /// Starts the server again on the same address and data directory.
+    /// Kills the server with SIGKILL: no shutdown of any kind.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts the server again on the same address and data directory (stopping it first if
+    /// it runs).
     pub fn restart(&mut self, extra: &[&str]) {
         self.stop();
         let (child, address, log) = spawn(
@@ -303,6 +312,7 @@ impl Output {
 }
 
 /// Raw HTTPS requests with the admin certificate (or none), through kube-rs' client.
+#[derive(Clone)]
 pub struct Http {
     client: kube::Client,
 }
@@ -332,6 +342,18 @@ impl Http {
             .to_bytes()
             .to_vec();
         (code, headers, body)
+    }
+
+    /// The status code of a JSON request, or None when there was no answer (the server gone).
+    pub async fn try_request(&self, method: &str, path: &str, body: &str) -> Option<u16> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Content-Type", "application/json")
+            .body(kube::client::Body::from(body.as_bytes().to_vec()))
+            .unwrap();
+        let response = self.client.send(request).await.ok()?;
+        Some(response.status().as_u16())
     }
 
     pub async fn request(

@@ -121,3 +121,144 @@ fn replicas_on_one_postgres_serve_each_others_writes() {
         );
     });
 }
+
+/// The names listed by a replica, after it has every acknowledged write.
+async fn names(http: &Http) -> Vec<String> {
+    let (code, list) = http
+        .request(
+            "GET",
+            &format!("{BASE}/namespaces/shared/catalogimages"),
+            "",
+            "",
+        )
+        .await;
+    assert_eq!(code, 200, "{list}");
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_replica_killed_mid_write_loses_nothing_acknowledged_and_a_wiped_one_rebuilds() {
+    let postgres = Postgres::start();
+    let flags = ["--store", &postgres.config()];
+    let (mut a, mut b) = (Server::start_with(&flags), Server::start_with(&flags));
+    let rt = runtime();
+    let acknowledged = rt.block_on(async {
+        let on_a = a.http();
+        let path = format!("{BASE}/namespaces/shared/catalogimages");
+        let mut acknowledged = Vec::new();
+        let mut writes = futures_util::stream::iter(0..400)
+            .map(|i| {
+                let (on_a, path) = (&on_a, &path);
+                async move {
+                    let object = image_json("shared", &format!("w-{i:03}"), "cs9");
+                    let answer = on_a.try_request("POST", path, &object.to_string()).await;
+                    (i, answer)
+                }
+            })
+            .buffer_unordered(8);
+        let mut killed = false;
+        while let Some((i, answer)) = writes.next().await {
+            if let Some(201) = answer {
+                acknowledged.push(format!("w-{i:03}"));
+            }
+            if acknowledged.len() == 100 && !killed {
+                a.kill();
+                killed = true;
+            }
+        }
+        acknowledged
+    });
+    assert!(acknowledged.len() >= 100);
+    a.restart(&flags);
+    rt.block_on(async {
+        let (on_a, on_b) = (a.http(), b.http());
+        let (after_restart, on_other) = (names(&on_a).await, names(&on_b).await);
+        for name in &acknowledged {
+            assert!(
+                after_restart.contains(name),
+                "{name} lost on the restarted replica"
+            );
+        }
+        assert_eq!(after_restart, on_other, "both replicas serve the same");
+    });
+    // A replica whose local copy is gone rebuilds it from PostgreSQL.
+    b.stop();
+    std::fs::remove_dir_all(b.dir.path().join("store")).unwrap();
+    b.restart(&flags);
+    rt.block_on(async {
+        let (on_a, on_b) = (a.http(), b.http());
+        assert_eq!(names(&on_b).await, names(&on_a).await);
+    });
+}
+
+/// A create sent once over a connection of its own, so that no client retry (kube-rs retries
+/// 503s) hides the server's own answer; its status code.
+async fn post_once(server: &Server, name: &str) -> u16 {
+    let body = image_json("shared", name, "cs9").to_string();
+    let io = hyper_util::rt::TokioIo::new(admin_tls(server).await);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("{BASE}/namespaces/shared/catalogimages"))
+        .header("host", "catalog")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    sender
+        .send_request(request)
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn while_postgres_is_down_writes_fail_fast_and_reads_go_on_then_everything_resumes() {
+    let mut postgres = Postgres::start();
+    let flags = ["--store", &postgres.config()];
+    let (a, b) = (Server::start_with(&flags), Server::start_with(&flags));
+    let rt = runtime();
+    let mut events = rt.block_on(async {
+        assert_eq!(post_once(&a, "before").await, 201);
+        let watched: Api<DynamicObject> =
+            Api::namespaced_with(kube_client(&b), "shared", &resource());
+        watched
+            .watch(&WatchParams::default().timeout(60), "0")
+            .await
+            .unwrap()
+            .boxed()
+    });
+    postgres.crash();
+    rt.block_on(async {
+        let started = std::time::Instant::now();
+        assert_eq!(post_once(&a, "during").await, 503);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "fails fast"
+        );
+        assert_eq!(
+            names(&b.http()).await,
+            ["before"],
+            "reads go on from the local copy"
+        );
+    });
+    postgres.restart();
+    rt.block_on(async {
+        assert_eq!(post_once(&a, "after").await, 201);
+        assert_eq!(names(&b.http()).await, ["after", "before"]);
+        // The watch opened before the outage goes on, without a gap.
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            if let WatchEvent::Added(object) = events.try_next().await.unwrap().unwrap() {
+                seen.push(object.metadata.name.unwrap());
+            }
+        }
+        assert_eq!(seen, ["before", "after"]);
+    });
+}

@@ -11,9 +11,9 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A PostgreSQL server of its own, stopped when dropped.
 pub struct Postgres {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     port: u16,
-    server: Child,
+    server: Option<Child>,
 }
 
 /// PostgreSQL's programs refuse to run as root: as root they run as the `postgres` user.
@@ -52,7 +52,7 @@ impl Postgres {
                 .unwrap();
             assert!(status.success());
         }
-        let data: PathBuf = dir.path().join("data");
+        let data = dir.path().join("data");
         let initdb = command("initdb")
             .args([
                 "--auth=trust",
@@ -65,24 +65,56 @@ impl Postgres {
             .status()
             .unwrap();
         assert!(initdb.success(), "initdb failed");
-        let port = free_port();
+        let mut postgres = Postgres {
+            dir,
+            port: free_port(),
+            server: None,
+        };
+        postgres.run();
+        postgres
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the server on its data directory and port, and waits until it is ready.
+    fn run(&mut self) {
         let server = command("postgres")
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg(self.data())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
             .arg("-k")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let postgres = Postgres {
-            _dir: dir,
-            port,
-            server,
-        };
-        postgres.wait_ready();
-        postgres
+        self.server = Some(server);
+        self.wait_ready();
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no checkpoint, crash
+    /// recovery at the next start).
+    pub fn crash(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = command("pg_ctl")
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(self.data())
+                .stdout(Stdio::null())
+                .status();
+            let _ = server.wait();
+        }
+    }
+
+    /// Starts the server again after [`Postgres::crash`].
+    pub fn restart(&mut self) {
+        self.run();
     }
 
     /// Waits until the server accepts connections (pg_isready), at most 30 s.
@@ -115,7 +147,6 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        self.crash();
     }
 }
