@@ -5,6 +5,7 @@
 //! | key                               | value                                   |
 //! |-----------------------------------|-----------------------------------------|
 //! | `m/revision`, `m/compacted`, `m/counted` | u64 (big endian)                 |
+//! | `m/follows`                       | the shared log's history id (UTF-8)     |
 //! | `n/<namespace>`                   | live objects, revision that changed it (u64 BE each; see `count.rs`) |
 //! | `o/<key>`                         | [`ObjectRecord`]: latest state or tombstone |
 //! | `x/<index>\0<value>\0<key>`       | [`IndexEntry`]: live now or removed when |
@@ -27,6 +28,8 @@ pub const META_REVISION: &[u8] = b"m/revision";
 pub const META_COMPACTED: &[u8] = b"m/compacted";
 /// The revision at which the `n/` counts are current.
 pub const META_COUNTED: &[u8] = b"m/counted";
+/// The shared log's history this store is a copy of (see `shared.rs`), when it is one.
+pub const META_FOLLOWS: &[u8] = b"m/follows";
 pub const COUNTS: &[u8] = b"n/";
 pub const OBJECTS: &[u8] = b"o/";
 pub const HISTORY: &[u8] = b"h/";

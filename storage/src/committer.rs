@@ -73,6 +73,11 @@ pub(crate) enum Request {
         at: Option<u64>,
         reply: WriteReply,
     },
+    /// Records which shared history this store is a copy of.
+    Follows {
+        history: String,
+        reply: WriteReply,
+    },
     Compact {
         cutoff_ms: u64,
         reply: oneshot::Sender<Result<Compacted, StorageError>>,
@@ -183,6 +188,12 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
                 Ok(()) => answers.push(Answer::Write(reply, Vec::new())),
                 Err(e) => drop(reply.send(Err(e))),
             },
+            Request::Follows { history, reply } => {
+                group
+                    .batch
+                    .put(codec::META_FOLLOWS.to_vec(), history.into_bytes());
+                answers.push(Answer::Write(reply, Vec::new()));
+            }
             Request::Compact { cutoff_ms, reply } => match group.compact(cutoff_ms) {
                 Ok(step) => answers.push(Answer::Compact(reply, step)),
                 Err(e) => drop(reply.send(Err(e.into()))),
@@ -228,7 +239,8 @@ impl Request {
         match self {
             Request::Write { reply, .. }
             | Request::Replicate { reply, .. }
-            | Request::Restore { reply, .. } => Reply::Write(reply),
+            | Request::Restore { reply, .. }
+            | Request::Follows { reply, .. } => Reply::Write(reply),
             Request::Compact { reply, .. } => Reply::Compact(reply),
         }
     }

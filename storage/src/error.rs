@@ -15,6 +15,9 @@ pub enum StorageError {
     /// The shared log (PostgreSQL) failed or could not be reached.
     #[error("shared log: {0}")]
     Shared(String),
+    /// This store is not a copy of the shared store it was asked to follow.
+    #[error("{0}")]
+    Diverged(String),
     /// This store's copy is older than the shared log's history: it must be rebuilt.
     #[error(
         "the local copy is at revision {revision}, older than the shared log's history (from {compacted})"

@@ -9,7 +9,7 @@
 //!
 //! | table | rows |
 //! |---|---|
-//! | `catalog_meta` | one: the latest revision, and the revision history is kept after |
+//! | `catalog_meta` | one: the latest revision, the revision history is kept after, and the history's id (a UUID that a local copy records, so a store of another history never follows this one) |
 //! | `catalog_objects` | the latest state: key, revision, bytes, index names and values |
 //! | `catalog_log` | one row a change: revision, commit time, key, bytes (NULL: deleted), indexes |
 
@@ -30,9 +30,10 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS catalog_meta (
     id smallint PRIMARY KEY CHECK (id = 1),
     revision bigint NOT NULL,
-    compacted bigint NOT NULL
+    compacted bigint NOT NULL,
+    history text NOT NULL
 );
-INSERT INTO catalog_meta VALUES (1, 0, 0) ON CONFLICT DO NOTHING;
+INSERT INTO catalog_meta VALUES (1, 0, 0, gen_random_uuid()::text) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS catalog_objects (
     key text PRIMARY KEY,
     revision bigint NOT NULL,
@@ -179,6 +180,59 @@ impl SharedLog {
         .map_err(shared_error)?;
         tx.commit().await.map_err(shared_error)?;
         Ok(revision as u64)
+    }
+
+    /// The id of this log's history.
+    pub async fn history(&self) -> Result<String, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT history FROM catalog_meta WHERE id = 1", &[])
+            .await
+            .map_err(shared_error)?;
+        Ok(row.get(0))
+    }
+
+    /// Makes an empty shared store start from `objects`, the live objects of a store at
+    /// `revision` (the migration of an embedded store); refused unless it is still empty.
+    pub async fn seed(&self, objects: Vec<Replicated>, revision: u64) -> Result<(), StorageError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(shared_error)?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT revision FROM catalog_meta WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(shared_error)?
+            .get(0);
+        if current != 0 {
+            return Err(StorageError::Shared(format!(
+                "the shared store is at revision {current}, not empty: nothing to seed"
+            )));
+        }
+        for object in objects {
+            let (names, values): (Vec<String>, Vec<String>) = object.indexes.into_iter().unzip();
+            let bytes = object.value.map(|v| v.to_vec()).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO catalog_objects VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &object.key,
+                    &(object.revision as i64),
+                    &bytes,
+                    &names,
+                    &values,
+                ],
+            )
+            .await
+            .map_err(shared_error)?;
+        }
+        tx.execute(
+            "UPDATE catalog_meta SET revision = $1, compacted = $1 WHERE id = 1",
+            &[&(revision as i64)],
+        )
+        .await
+        .map_err(shared_error)?;
+        tx.commit().await.map_err(shared_error)
     }
 
     /// The revision the log's history starts after.

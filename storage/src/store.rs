@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::codec::{self, Change};
 use crate::committer::{self, Op, Replicated, Request};
 use crate::engine::{Engine, EngineKind};
+use crate::read::ListOptions;
 use crate::shared::SharedLog;
 use crate::watch::Watch;
 use crate::{StorageError, WatchError, WriteError};
@@ -209,6 +210,42 @@ impl Store {
         }
     }
 
+    /// The shared history this store is a copy of, if any.
+    fn history(&self) -> Result<Option<String>, StorageError> {
+        let view = self.core().engine.view()?;
+        let bytes = view.get(codec::META_FOLLOWS)?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    async fn set_history(&self, history: String) -> Result<(), StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Follows { history, reply })?;
+        let written = answer.await.map_err(|_| StorageError::Closed)?;
+        written.map(drop).map_err(into_storage)
+    }
+
+    /// Every live object, as a snapshot to seed a shared store with.
+    fn live_objects(&self) -> Result<Vec<Replicated>, StorageError> {
+        let page = self
+            .list(&ListOptions::default(), &mut |_| true)
+            .map_err(|e| StorageError::Shared(e.to_string()))?;
+        Ok(page
+            .items
+            .into_iter()
+            .map(|item| Replicated {
+                revision: item.revision,
+                committed_at_ms: 0,
+                key: item.key,
+                value: Some(item.value),
+                indexes: item
+                    .indexes
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .collect())
+    }
+
     /// When this store, following a shared log, last read it; None when it follows none or
     /// has not read it yet.
     pub fn followed_at(&self) -> Option<SystemTime> {
@@ -244,21 +281,40 @@ impl Store {
     /// Makes this store a replica of `log`: restored from its snapshot when it has never been
     /// written, then following it for as long as the store lives; its writes go to the log.
     pub async fn follow(&self, log: SharedLog) -> Result<(), StorageError> {
-        let compacted = log.compacted().await?;
-        if self.revision() > 0 && self.revision() < compacted {
-            return Err(StorageError::Stale {
-                revision: self.revision(),
-                compacted,
-            });
-        }
-        if self.revision() == 0 {
-            let (at, objects) = log.snapshot().await?;
-            if at > 0 {
+        let history = log.history().await?;
+        match (self.history()?, self.revision()) {
+            (Some(ours), _) if ours != history => {
+                return Err(StorageError::Diverged(format!(
+                    "this store copies shared history {ours}, not {history}"
+                )));
+            }
+            (Some(_), revision) => {
+                let compacted = log.compacted().await?;
+                if revision < compacted {
+                    return Err(StorageError::Stale {
+                        revision,
+                        compacted,
+                    });
+                }
+            }
+            (None, 0) => {
+                let (at, objects) = log.snapshot().await?;
                 self.restore(objects, Some(at))
                     .await
-                    .map_err(|e| StorageError::Shared(e.to_string()))?;
+                    .map_err(into_storage)?;
+            }
+            // A store of its own, joining: it can only become the shared store's beginning.
+            (None, revision) => {
+                if log.revision().await? != 0 {
+                    return Err(StorageError::Diverged(format!(
+                        "this store (at revision {revision}) is not a copy of the shared store, \
+                         which is not empty"
+                    )));
+                }
+                log.seed(self.live_objects()?, revision).await?;
             }
         }
+        self.set_history(history).await?;
         let store = WeakStore(Arc::downgrade(&self.shared));
         let follower = log.clone();
         tokio::spawn(async move { crate::follow::run(store, follower).await });
@@ -316,6 +372,13 @@ impl Store {
     /// Watches every change after revision `after`: the retained history first, then live.
     pub fn watch(&self, after: u64) -> Result<Watch, WatchError> {
         Watch::start(self.core().clone(), after)
+    }
+}
+
+fn into_storage(e: WriteError) -> StorageError {
+    match e {
+        WriteError::Storage(e) => e,
+        other => StorageError::Shared(other.to_string()),
     }
 }
 

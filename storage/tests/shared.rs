@@ -300,3 +300,44 @@ fn followers_resume_after_postgres_restarts() {
         assert_eq!(b.revision(), 2);
     });
 }
+
+#[test]
+fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join() {
+    let postgres = Postgres::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
+    let connect = || SharedLog::connect(postgres.config().parse().unwrap());
+    rt.block_on(async {
+        // Two stores of their own, as two embedded installations would have.
+        let (embedded, other) = (open("embedded"), open("other"));
+        for store in [&embedded, &other] {
+            store
+                .write(vec![create("ns/a"), create("ns/b")])
+                .await
+                .unwrap();
+        }
+        embedded.write(vec![update("ns/a", 1)]).await.unwrap();
+        let before = contents(&embedded);
+
+        embedded.follow(connect().await.unwrap()).await.unwrap();
+        assert_eq!(
+            contents(&embedded),
+            before,
+            "seeding keeps every object and revision"
+        );
+        let refused = other.follow(connect().await.unwrap()).await;
+        assert!(
+            matches!(refused, Err(StorageError::Diverged(_))),
+            "{refused:?}"
+        );
+
+        let fresh = open("fresh");
+        fresh.follow(connect().await.unwrap()).await.unwrap();
+        assert_eq!(contents(&fresh), before);
+        let written = fresh.write(vec![create("ns/c")]).await.unwrap();
+        assert_eq!(written[0].revision, 4);
+        embedded.wait_for(4).await.unwrap();
+        assert_eq!(contents(&embedded), contents(&fresh));
+    });
+}

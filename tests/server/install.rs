@@ -1,6 +1,7 @@
-//! What a platform team applies: every kustomize overlay renders and validates against the
-//! Kubernetes 1.37 schemas, and the certs command's certificate verifies for the Service name
-//! with the CA it puts in the APIService.
+//! What a platform team applies: every kustomize overlay (the three certificate paths, and the
+//! several-replica one) renders and validates against the Kubernetes 1.37 schemas, and the
+//! certs command's certificate verifies for the Service name with the CA it puts in the
+//! APIService.
 
 use std::path::Path;
 use std::process::Command;
@@ -184,6 +185,30 @@ fn every_overlay_renders_validates_and_installs_completely() {
     );
     assert!(secret["data"]["tls.crt"].is_string() && secret["data"]["tls.key"].is_string());
     assert!(!ca_bundle.is_empty());
+
+    // Several replicas on the shared store: three, one per node, at most one away at a time.
+    let ha = render(&repository().join("deploy/ha-cert-manager"));
+    check_installation(&ha);
+    let statefulset = find(&ha, "StatefulSet", "catalog-apiserver");
+    assert_eq!(statefulset["spec"]["replicas"], 3);
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let spread =
+        &pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let store = env.iter().find(|e| e["name"] == "CATALOG_STORE").unwrap();
+    assert_eq!(
+        store["valueFrom"]["secretKeyRef"],
+        json!({"name": "catalog-apiserver-store", "key": "url"})
+    );
+    let budget = &find(&ha, "PodDisruptionBudget", "catalog-apiserver")["spec"];
+    assert_eq!(
+        (
+            budget["minAvailable"].as_i64(),
+            budget.get("maxUnavailable")
+        ),
+        (Some(2), None)
+    );
 }
 
 #[test]
