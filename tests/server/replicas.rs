@@ -262,3 +262,123 @@ fn while_postgres_is_down_writes_fail_fast_and_reads_go_on_then_everything_resum
         assert_eq!(seen, ["before", "after"]);
     });
 }
+
+#[test]
+fn a_client_go_informer_and_a_kube_rs_reflector_on_different_replicas_end_the_same() {
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let postgres = Postgres::start();
+    let flags = ["--store", &postgres.config()];
+    let replicas = [
+        Server::start_with(&flags),
+        Server::start_with(&flags),
+        Server::start_with(&flags),
+    ];
+    let program = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers/bin/informer");
+    let informer = std::process::Command::new(program)
+        .args([
+            replicas[2].kubeconfig().to_str().unwrap(),
+            "shared",
+            "mirror",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rt = runtime();
+    let reflected = rt.block_on(async {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(kube_client(&replicas[1]), "shared", &resource());
+        let writer = reflector::store::Writer::new(resource());
+        let reader = writer.as_reader();
+        let stream = reflector(writer, watcher(api, watcher::Config::default()))
+            .applied_objects()
+            .boxed();
+        let follow = tokio::spawn(async move {
+            let mut stream = stream;
+            while let Some(object) = stream.try_next().await.unwrap() {
+                if object.metadata.name.as_deref() == Some("sentinel") {
+                    return;
+                }
+            }
+        });
+        // Creates, updates and deletes spread over the three replicas.
+        let path = format!("{BASE}/namespaces/shared/catalogimages");
+        for i in 0..30 {
+            let on = replicas[i % 3].http();
+            let body = image_json("shared", &format!("e-{i:02}"), "cs9").to_string();
+            assert_eq!(
+                on.request("POST", &path, "application/json", &body).await.0,
+                201
+            );
+        }
+        for i in (0..30).step_by(3) {
+            let on = replicas[(i + 1) % 3].http();
+            let patch = json!({"spec": {"tags": ["patched"]}}).to_string();
+            let object = format!("{path}/e-{i:02}");
+            let (code, _) = on
+                .request("PATCH", &object, "application/merge-patch+json", &patch)
+                .await;
+            assert_eq!(code, 200);
+        }
+        for i in (1..30).step_by(5) {
+            let on = replicas[(i + 2) % 3].http();
+            let (code, _) = on
+                .request("DELETE", &format!("{path}/e-{i:02}"), "", "")
+                .await;
+            assert_eq!(code, 200);
+        }
+        let sentinel = image_json("shared", "sentinel", "cs9").to_string();
+        let on_a = replicas[0].http();
+        assert_eq!(
+            on_a.request("POST", &path, "application/json", &sentinel)
+                .await
+                .0,
+            201
+        );
+        follow.await.unwrap();
+        let versions: std::collections::BTreeMap<String, String> = reader
+            .state()
+            .iter()
+            .map(|o| {
+                let meta = &o.metadata;
+                (
+                    meta.name.clone().unwrap(),
+                    meta.resource_version.clone().unwrap(),
+                )
+            })
+            .collect();
+        versions
+    });
+    let output = informer.wait_with_output().unwrap();
+    assert!(output.status.success(), "the informer failed");
+    let informed: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(informed.len(), 30 - 6 + 1);
+    assert_eq!(
+        informed, reflected,
+        "client-go on C and kube-rs on B hold the same"
+    );
+    let listed: std::collections::BTreeMap<String, String> = rt.block_on(async {
+        let (_, list) = replicas[0]
+            .http()
+            .request(
+                "GET",
+                &format!("{BASE}/namespaces/shared/catalogimages"),
+                "",
+                "",
+            )
+            .await;
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let meta = &i["metadata"];
+                (
+                    meta["name"].as_str().unwrap().into(),
+                    meta["resourceVersion"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    });
+    assert_eq!(listed, informed, "and a list on A");
+}

@@ -4,7 +4,10 @@
 // request (sendInitialEvents) instead of a LIST; the program reports which requests it made.
 //
 // Usage: informer KUBECONFIG NAMESPACE EXPECTED_INITIAL_COUNT
-// Prints one JSON line; exits non-zero with a reason on any failure.
+//        informer KUBECONFIG NAMESPACE mirror
+// Prints one JSON line; exits non-zero with a reason on any failure. In mirror mode it only
+// follows: once an object named "sentinel" arrives it prints every object's resourceVersion,
+// as its cache holds them.
 package main
 
 import (
@@ -71,11 +74,12 @@ func waitFor(events <-chan string, want string) {
 
 func main() {
 	if len(os.Args) != 4 {
-		fail("usage: informer KUBECONFIG NAMESPACE EXPECTED_INITIAL_COUNT")
+		fail("usage: informer KUBECONFIG NAMESPACE EXPECTED_INITIAL_COUNT|mirror")
 	}
 	namespace := os.Args[2]
+	mirror := os.Args[3] == "mirror"
 	expected, err := strconv.Atoi(os.Args[3])
-	if err != nil {
+	if err != nil && !mirror {
 		fail("bad count: %v", err)
 	}
 	config, err := clientcmd.BuildConfigFromFlags("", os.Args[1])
@@ -113,6 +117,17 @@ func main() {
 	defer cancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), informer.HasSynced) {
 		fail("the informer did not sync")
+	}
+	if mirror {
+		waitFor(events, "add sentinel")
+		versions := map[string]string{}
+		for _, obj := range informer.GetStore().List() {
+			u := obj.(*unstructured.Unstructured)
+			versions[u.GetName()] = u.GetResourceVersion()
+		}
+		out, _ := json.Marshal(versions)
+		fmt.Println(string(out))
+		return
 	}
 	synced := len(informer.GetStore().List())
 	if synced != expected {
