@@ -51,13 +51,24 @@ CREATE TABLE IF NOT EXISTS catalog_log (
 );
 ";
 
+/// The advisory lock that serialises creating the tables.
+const SCHEMA_LOCK: i64 = 0x6361_7461_6c6f_67; // "catalog"
+
 /// Connections kept to PostgreSQL: writers hold one for a transaction.
 const POOL_SIZE: usize = 16;
 /// How long getting or making a connection may take.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn shared_error(e: impl std::fmt::Display) -> StorageError {
-    StorageError::Shared(e.to_string())
+/// An error with its causes: tokio-postgres says only "db error" and keeps PostgreSQL's
+/// message in the source.
+fn shared_error(e: impl std::error::Error) -> StorageError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    StorageError::Shared(text)
 }
 
 #[derive(Clone)]
@@ -99,8 +110,14 @@ impl SharedLog {
             .build()
             .map_err(shared_error)?;
         let log = SharedLog { pool, config };
-        let client = log.client().await?;
-        client.batch_execute(SCHEMA).await.map_err(shared_error)?;
+        // Replicas starting together would race to create the tables: one at a time.
+        let mut client = log.client().await?;
+        let tx = client.transaction().await.map_err(shared_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(shared_error)?;
+        tx.batch_execute(SCHEMA).await.map_err(shared_error)?;
+        tx.commit().await.map_err(shared_error)?;
         Ok(log)
     }
 

@@ -58,14 +58,12 @@ fn revisions_from_many_replicas_are_gap_free_and_in_commit_order() {
     let postgres = Postgres::start();
     let rt = runtime();
     rt.block_on(async {
-        let replicas = [
-            SharedLog::connect(postgres.config().parse().unwrap())
-                .await
-                .unwrap(),
-            SharedLog::connect(postgres.config().parse().unwrap())
-                .await
-                .unwrap(),
-        ];
+        // Connected at once, as replicas starting together do: the tables are made once.
+        let (a, b) = tokio::join!(
+            SharedLog::connect(postgres.config().parse().unwrap()),
+            SharedLog::connect(postgres.config().parse().unwrap()),
+        );
+        let replicas = [a.unwrap(), b.unwrap()];
         let mut writers = Vec::new();
         for writer in 0..8 {
             let log = replicas[writer % 2].clone();
