@@ -17,7 +17,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use crate::committer::{Op, Replicated, check_index_pairs};
@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS catalog_log (
 ";
 
 /// The advisory lock that serialises creating the tables.
-const SCHEMA_LOCK: i64 = 0x6361_7461_6c6f_67; // "catalog"
+const SCHEMA_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog"
 
 /// Connections kept to PostgreSQL: writers hold one for a transaction.
 const POOL_SIZE: usize = 16;
@@ -76,6 +76,27 @@ pub struct SharedLog {
     pool: Pool,
     /// For the listener's own connection.
     config: tokio_postgres::Config,
+}
+
+type RevisionReply = oneshot::Sender<Result<u64, String>>;
+
+/// The log's current revision for consistent reads, one query for every reader waiting when it
+/// starts (as etcd batches ReadIndex requests): a reader waits for a query that starts after it
+/// asked, so the answer is at least every revision acknowledged before the read began, and a
+/// thousand concurrent reads cost one query instead of a thousand.
+pub(crate) struct RevisionQueries {
+    requests: mpsc::UnboundedSender<RevisionReply>,
+}
+
+impl RevisionQueries {
+    pub async fn current(&self) -> Result<u64, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(reply)
+            .map_err(|_| StorageError::Closed)?;
+        let answer = answer.await.map_err(|_| StorageError::Closed)?;
+        answer.map_err(StorageError::Shared)
+    }
 }
 
 /// A connection that listens for the log's notifications; closed when its connection is.
@@ -197,6 +218,26 @@ impl SharedLog {
         .map_err(shared_error)?;
         tx.commit().await.map_err(shared_error)?;
         Ok(revision as u64)
+    }
+
+    /// A way to ask for the log's current revision that many readers share: see
+    /// [`RevisionQueries`].
+    pub(crate) fn revision_queries(&self) -> RevisionQueries {
+        let (requests, mut waiting) = mpsc::unbounded_channel::<RevisionReply>();
+        let log = self.clone();
+        tokio::spawn(async move {
+            while let Some(first) = waiting.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = waiting.try_recv() {
+                    batch.push(more);
+                }
+                let revision = log.revision().await.map_err(|e| e.to_string());
+                for reply in batch {
+                    let _ = reply.send(revision.clone());
+                }
+            }
+        });
+        RevisionQueries { requests }
     }
 
     /// The id of this log's history.
