@@ -76,6 +76,8 @@ pub struct SharedLog {
     pool: Pool,
     /// For the listener's own connection.
     config: tokio_postgres::Config,
+    /// This replica's writes, committed in groups.
+    writes: mpsc::UnboundedSender<WriteRequest>,
 }
 
 type RevisionReply = oneshot::Sender<Result<u64, String>>;
@@ -130,7 +132,13 @@ impl SharedLog {
             .recycle_timeout(Some(TIMEOUT))
             .build()
             .map_err(shared_error)?;
-        let log = SharedLog { pool, config };
+        let (writes, queue) = mpsc::unbounded_channel();
+        tokio::spawn(group_writer(pool.clone(), queue));
+        let log = SharedLog {
+            pool,
+            config,
+            writes,
+        };
         // Replicas starting together would race to create the tables: one at a time.
         let mut client = log.client().await?;
         let tx = client.transaction().await.map_err(shared_error)?;
@@ -179,45 +187,14 @@ impl SharedLog {
     }
 
     /// Commits `ops` as one transaction; each op gets the next revision. Returns the last.
+    /// The writes of this replica that wait together share one PostgreSQL transaction (see
+    /// [`commit_group`]).
     pub async fn write(&self, ops: Vec<Op>) -> Result<u64, WriteError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(shared_error)?;
-        let row = tx
-            .query_one(
-                "SELECT revision FROM catalog_meta WHERE id = 1 FOR UPDATE",
-                &[],
-            )
-            .await
-            .map_err(shared_error)?;
-        let mut revision = row.get::<_, i64>(0);
-        // PostgreSQL's clock, read under the lock: commit times follow revision order whichever
-        // replica writes, so compaction by time drops a prefix of the log.
-        let now_ms = tx
-            .query_one(
-                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
-                &[],
-            )
-            .await
-            .map_err(shared_error)?
-            .get::<_, i64>(0);
-        for op in ops {
-            revision += 1;
-            write_op(&tx, op, revision, now_ms).await?;
-        }
-        tx.execute(
-            "UPDATE catalog_meta SET revision = $1 WHERE id = 1",
-            &[&revision],
-        )
-        .await
-        .map_err(shared_error)?;
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&CHANNEL, &revision.to_string()],
-        )
-        .await
-        .map_err(shared_error)?;
-        tx.commit().await.map_err(shared_error)?;
-        Ok(revision as u64)
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(WriteRequest { ops, reply })
+            .map_err(|_| StorageError::Closed)?;
+        answer.await.map_err(|_| StorageError::Closed)?
     }
 
     /// A way to ask for the log's current revision that many readers share: see
@@ -378,6 +355,163 @@ impl SharedLog {
         tx.commit().await.map_err(shared_error)?;
         Ok((revision, rows.iter().map(replicated).collect()))
     }
+}
+
+/// One write asked of the shared log, and where its answer goes.
+struct WriteRequest {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Result<u64, WriteError>>,
+}
+
+/// The most writes one PostgreSQL transaction takes.
+const MAX_GROUP: usize = 256;
+
+/// Commits the writes queued at `queue`, all those waiting at once in one transaction.
+async fn group_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<WriteRequest>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        for (reply, result) in commit_group(&pool, group).await {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+type Outcome = (
+    oneshot::Sender<Result<u64, WriteError>>,
+    Result<u64, WriteError>,
+);
+
+/// Commits a group of writes as one transaction, the revision row locked once and one commit
+/// (one fsync) for all: the row lock is held through a commit, so committing writes one by one
+/// would allow only one write per fsync across every replica. Each write is all or nothing on
+/// its own (a savepoint each): a refused precondition rolls back that write alone, and its
+/// revisions go to the next. If the transaction fails, no write of it is acknowledged.
+async fn commit_group(pool: &Pool, group: Vec<WriteRequest>) -> Vec<Outcome> {
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(group.len());
+    let failed = |e: StorageError, outcomes: Vec<Outcome>, rest: Vec<WriteRequest>| {
+        let message = e.to_string();
+        outcomes
+            .into_iter()
+            .map(|(reply, result)| {
+                (
+                    reply,
+                    result.and(Err(StorageError::Shared(message.clone()).into())),
+                )
+            })
+            .chain(
+                rest.into_iter()
+                    .map(|r| (r.reply, Err(StorageError::Shared(message.clone()).into()))),
+            )
+            .collect()
+    };
+    let mut client = match pool.get().await {
+        Ok(client) => client,
+        Err(e) => return failed(shared_error(e), outcomes, group),
+    };
+    let tx = match client.transaction().await {
+        Ok(tx) => tx,
+        Err(e) => return failed(shared_error(e), outcomes, group),
+    };
+    let (mut revision, now_ms) = match lock_revision(&tx).await {
+        Ok(locked) => locked,
+        Err(e) => return failed(e, outcomes, group),
+    };
+    let mut requests = group.into_iter();
+    while let Some(request) = requests.next() {
+        let before = revision;
+        let written = write_request(&tx, request.ops, &mut revision, now_ms).await;
+        match written {
+            Ok(()) => outcomes.push((request.reply, Ok(revision as u64))),
+            Err(Rollback::Write(e)) => {
+                revision = before;
+                outcomes.push((request.reply, Err(e)));
+            }
+            Err(Rollback::Transaction(e)) => {
+                outcomes.push((
+                    request.reply,
+                    Err(StorageError::Shared(e.to_string()).into()),
+                ));
+                return failed(e, outcomes, requests.collect());
+            }
+        }
+    }
+    if let Err(e) = finish(tx, revision).await {
+        return failed(e, outcomes, Vec::new());
+    }
+    outcomes
+}
+
+/// Locks the revision row; the current revision and PostgreSQL's clock, read under the lock
+/// (so commit times follow revision order whichever replica writes, and compaction by time
+/// drops a prefix of the log).
+async fn lock_revision(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<(i64, i64), StorageError> {
+    let row = tx
+        .query_one(
+            "SELECT revision, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+             FROM catalog_meta WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await
+        .map_err(shared_error)?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Why a write of a group did not happen: refused (the group goes on without it), or the
+/// transaction itself failed.
+enum Rollback {
+    Write(WriteError),
+    Transaction(StorageError),
+}
+
+/// One write of a group, inside a savepoint.
+async fn write_request(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ops: Vec<Op>,
+    revision: &mut i64,
+    now_ms: i64,
+) -> Result<(), Rollback> {
+    let sql = |e| Rollback::Transaction(shared_error(e));
+    tx.batch_execute("SAVEPOINT write").await.map_err(sql)?;
+    for op in ops {
+        *revision += 1;
+        if let Err(e) = write_op(tx, op, *revision, now_ms).await {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT write")
+                .await
+                .map_err(sql)?;
+            return Err(match e {
+                WriteError::Storage(e) => Rollback::Transaction(e),
+                refused => Rollback::Write(refused),
+            });
+        }
+    }
+    tx.batch_execute("RELEASE SAVEPOINT write")
+        .await
+        .map_err(sql)
+}
+
+/// Records the group's last revision, notifies the followers, commits.
+async fn finish(tx: deadpool_postgres::Transaction<'_>, revision: i64) -> Result<(), StorageError> {
+    tx.execute(
+        "UPDATE catalog_meta SET revision = $1 WHERE id = 1",
+        &[&revision],
+    )
+    .await
+    .map_err(shared_error)?;
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &revision.to_string()],
+    )
+    .await
+    .map_err(shared_error)?;
+    tx.commit().await.map_err(shared_error)
 }
 
 /// One op of a write transaction at `revision`: its precondition, the latest state, the log.

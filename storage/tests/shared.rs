@@ -339,3 +339,35 @@ fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join()
         assert_eq!(contents(&embedded), contents(&fresh));
     });
 }
+
+#[test]
+fn writes_grouped_in_one_transaction_each_stand_or_fall_alone() {
+    let postgres = Postgres::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let log = SharedLog::connect(postgres.config().parse().unwrap())
+            .await
+            .unwrap();
+        // Fifty creates at once, each key twice: they share transactions, and in each pair
+        // one is refused without taking a revision or undoing the others.
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let log = log.clone();
+            writes.spawn(async move { log.write(vec![create(&format!("ns/k{}", i % 25))]).await });
+        }
+        let results = writes.join_all().await;
+        let mut revisions: Vec<u64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        revisions.sort();
+        assert_eq!(revisions, (1..=25).collect::<Vec<_>>());
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(WriteError::AlreadyExists { .. })));
+        assert_eq!(refused.count(), 25);
+        let changes = log.changes(0, 100).await.unwrap();
+        assert_eq!(changes.len(), 25);
+        assert_eq!(log.revision().await.unwrap(), 25);
+    });
+}
