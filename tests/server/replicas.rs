@@ -382,3 +382,54 @@ fn a_client_go_informer_and_a_kube_rs_reflector_on_different_replicas_end_the_sa
     });
     assert_eq!(listed, informed, "and a list on A");
 }
+
+#[test]
+fn postgres_crashing_under_load_loses_no_acknowledged_write() {
+    let mut postgres = Postgres::start();
+    let flags = ["--store", &postgres.config()];
+    let (a, b) = (Server::start_with(&flags), Server::start_with(&flags));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (answers, answered) = std::sync::mpsc::channel::<(String, u16)>();
+    let acknowledged = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            runtime().block_on(async {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = format!("load-{i:04}");
+                    i += 1;
+                    let code = post_once(&a, &name).await;
+                    answers.send((name, code)).unwrap();
+                }
+            })
+        });
+        let mut acknowledged = Vec::new();
+        let mut wait_for = |wanted: &dyn Fn(u16) -> bool, times: usize| {
+            let mut seen = 0;
+            while seen < times {
+                let (name, code) = answered.recv().unwrap();
+                if code == 201 {
+                    acknowledged.push(name);
+                }
+                seen += usize::from(wanted(code));
+            }
+        };
+        wait_for(&|code| code == 201, 20);
+        postgres.crash();
+        wait_for(&|code| code == 503, 3);
+        postgres.restart();
+        wait_for(&|code| code == 201, 20);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        let late = answered.try_iter().filter(|(_, code)| *code == 201);
+        acknowledged.extend(late.map(|(name, _)| name));
+        acknowledged
+    });
+    assert!(acknowledged.len() >= 40);
+    runtime().block_on(async {
+        let served = names(&b.http()).await;
+        for name in &acknowledged {
+            assert!(served.contains(name), "{name} acknowledged, then lost");
+        }
+        assert_eq!(served, names(&a.http()).await);
+    });
+}
