@@ -3,6 +3,7 @@
 //! connections are gap-free and in commit order, preconditions are decided in PostgreSQL, and
 //! local stores follow the log or restore its snapshot to the same contents.
 
+mod common;
 mod postgres;
 
 use std::sync::Arc;
@@ -10,15 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use catalog_storage::*;
 
+use common::{contents, runtime};
 use postgres::Postgres;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn value(key: &str) -> BuildValue {
     let key = key.to_string();
@@ -40,17 +34,6 @@ fn update(key: &str, expected: u64) -> Op {
         indexes: vec![("tag".into(), "y".into())],
         value: value(key),
     }
-}
-
-/// (key, revision, value) of everything a store lists now.
-fn contents(store: &Store) -> Vec<(String, u64, Bytes)> {
-    store
-        .list(&ListOptions::default(), &mut |_| true)
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|i| (i.key, i.revision, i.value))
-        .collect()
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The store's behaviour, run on every engine: a model-based property test, and one test per
 //! contract (preconditions, snapshots, indexes, history, watch, compaction, restart, faults).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +11,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use catalog_storage::*;
 use proptest::prelude::*;
+
+use common::{contents, runtime};
 
 fn options(engine: EngineKind) -> Options {
     Options {
@@ -20,14 +24,6 @@ fn options(engine: EngineKind) -> Options {
 
 fn open(dir: &std::path::Path, engine: EngineKind) -> Store {
     Store::open(dir, options(engine)).expect("open store")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn value_of(key: &str, tag: &str) -> BuildValue {
@@ -797,16 +793,6 @@ fn log_of(store: &Store, rt: &tokio::runtime::Runtime, after: u64) -> Vec<Replic
     let mut watch = store.watch(after).unwrap();
     (after..store.revision())
         .map(|_| replicated(&rt.block_on(watch.next()).unwrap()))
-        .collect()
-}
-
-/// (key, revision, value) of everything a store lists now.
-fn contents(store: &Store) -> Vec<(String, u64, Bytes)> {
-    list_all(store, ListOptions::default())
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|i| (i.key, i.revision, i.value))
         .collect()
 }
 
