@@ -176,14 +176,20 @@ impl SharedLog {
         })
     }
 
+    /// One column of the `catalog_meta` row.
+    async fn meta<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+        &self,
+        column: &str,
+    ) -> Result<T, StorageError> {
+        let client = self.client().await?;
+        let query = format!("SELECT {column} FROM catalog_meta WHERE id = 1");
+        let row = client.query_one(&query, &[]).await.map_err(shared_error)?;
+        Ok(row.get(0))
+    }
+
     /// The latest revision committed to the log.
     pub async fn revision(&self) -> Result<u64, StorageError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one("SELECT revision FROM catalog_meta WHERE id = 1", &[])
-            .await
-            .map_err(shared_error)?;
-        Ok(row.get::<_, i64>(0) as u64)
+        Ok(self.meta::<i64>("revision").await? as u64)
     }
 
     /// Commits `ops` as one transaction; each op gets the next revision. Returns the last.
@@ -219,12 +225,7 @@ impl SharedLog {
 
     /// The id of this log's history.
     pub async fn history(&self) -> Result<String, StorageError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one("SELECT history FROM catalog_meta WHERE id = 1", &[])
-            .await
-            .map_err(shared_error)?;
-        Ok(row.get(0))
+        self.meta("history").await
     }
 
     /// Makes an empty shared store start from `objects`, the live objects of a store at
@@ -272,12 +273,7 @@ impl SharedLog {
 
     /// The revision the log's history starts after.
     pub async fn compacted(&self) -> Result<u64, StorageError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one("SELECT compacted FROM catalog_meta WHERE id = 1", &[])
-            .await
-            .map_err(shared_error)?;
-        Ok(row.get::<_, i64>(0) as u64)
+        Ok(self.meta::<i64>("compacted").await? as u64)
     }
 
     /// Drops the log's changes up to the last one committed before `cutoff_ms` (a prefix:
@@ -305,18 +301,14 @@ impl SharedLog {
     /// At most `limit` changes after revision `after`, in order; `Expired` when the log no
     /// longer reaches back that far.
     pub async fn changes(&self, after: u64, limit: u32) -> Result<Vec<Replicated>, ReadError> {
-        let client = self.client().await?;
-        let compacted = client
-            .query_one("SELECT compacted FROM catalog_meta WHERE id = 1", &[])
-            .await
-            .map_err(shared_error)?
-            .get::<_, i64>(0) as u64;
+        let compacted = self.compacted().await?;
         if after < compacted {
             return Err(ReadError::Expired {
                 requested: after,
                 compacted,
             });
         }
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT revision, committed_at_ms, key, value, index_names, index_values
@@ -376,75 +368,51 @@ async fn group_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<WriteReques
                 Err(_) => break,
             }
         }
-        for (reply, result) in commit_group(&pool, group).await {
-            let _ = reply.send(result);
+        let (replies, writes): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|r| (r.reply, r.ops)).unzip();
+        match commit_group(&pool, writes).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            // Nothing of the group was committed: every write of it failed.
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(StorageError::Shared(e.to_string()).into()));
+                }
+            }
         }
     }
 }
-
-type Outcome = (
-    oneshot::Sender<Result<u64, WriteError>>,
-    Result<u64, WriteError>,
-);
 
 /// Commits a group of writes as one transaction, the revision row locked once and one commit
 /// (one fsync) for all: the row lock is held through a commit, so committing writes one by one
 /// would allow only one write per fsync across every replica. Each write is all or nothing on
 /// its own (a savepoint each): a refused precondition rolls back that write alone, and its
-/// revisions go to the next. If the transaction fails, no write of it is acknowledged.
-async fn commit_group(pool: &Pool, group: Vec<WriteRequest>) -> Vec<Outcome> {
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(group.len());
-    let failed = |e: StorageError, outcomes: Vec<Outcome>, rest: Vec<WriteRequest>| {
-        let message = e.to_string();
-        outcomes
-            .into_iter()
-            .map(|(reply, result)| {
-                (
-                    reply,
-                    result.and(Err(StorageError::Shared(message.clone()).into())),
-                )
-            })
-            .chain(
-                rest.into_iter()
-                    .map(|r| (r.reply, Err(StorageError::Shared(message.clone()).into()))),
-            )
-            .collect()
-    };
-    let mut client = match pool.get().await {
-        Ok(client) => client,
-        Err(e) => return failed(shared_error(e), outcomes, group),
-    };
-    let tx = match client.transaction().await {
-        Ok(tx) => tx,
-        Err(e) => return failed(shared_error(e), outcomes, group),
-    };
-    let (mut revision, now_ms) = match lock_revision(&tx).await {
-        Ok(locked) => locked,
-        Err(e) => return failed(e, outcomes, group),
-    };
-    let mut requests = group.into_iter();
-    while let Some(request) = requests.next() {
+/// revisions go to the next. Returns each write's last revision or refusal; an error when the
+/// transaction failed, and then nothing of it was committed.
+async fn commit_group(
+    pool: &Pool,
+    writes: Vec<Vec<Op>>,
+) -> Result<Vec<Result<u64, WriteError>>, StorageError> {
+    let mut client = pool.get().await.map_err(shared_error)?;
+    let tx = client.transaction().await.map_err(shared_error)?;
+    let (mut revision, now_ms) = lock_revision(&tx).await?;
+    let mut results = Vec::with_capacity(writes.len());
+    for ops in writes {
         let before = revision;
-        let written = write_request(&tx, request.ops, &mut revision, now_ms).await;
-        match written {
-            Ok(()) => outcomes.push((request.reply, Ok(revision as u64))),
+        match write_request(&tx, ops, &mut revision, now_ms).await {
+            Ok(()) => results.push(Ok(revision as u64)),
             Err(Rollback::Write(e)) => {
                 revision = before;
-                outcomes.push((request.reply, Err(e)));
+                results.push(Err(e));
             }
-            Err(Rollback::Transaction(e)) => {
-                outcomes.push((
-                    request.reply,
-                    Err(StorageError::Shared(e.to_string()).into()),
-                ));
-                return failed(e, outcomes, requests.collect());
-            }
+            Err(Rollback::Transaction(e)) => return Err(e),
         }
     }
-    if let Err(e) = finish(tx, revision).await {
-        return failed(e, outcomes, Vec::new());
-    }
-    outcomes
+    finish(tx, revision).await?;
+    Ok(results)
 }
 
 /// Locks the revision row; the current revision and PostgreSQL's clock, read under the lock
