@@ -241,9 +241,9 @@ fn open_store(dir: &Path, options: &Options) -> Result<Store, Failure> {
         .map_err(|e| format!("opening the store in {}: {e}", dir.display()))?)
 }
 
-/// Makes the local store a copy that follows the shared one. A copy older than the shared
-/// log's history (a replica that was away longer than --history-retention) is removed and
-/// rebuilt from PostgreSQL's latest state.
+/// Makes the local store a copy that follows the shared one. A copy the log cannot continue
+/// (older than its history: a replica away longer than --history-retention; or ahead of it:
+/// the database restored from a backup) is removed and rebuilt from PostgreSQL's latest state.
 async fn follow_shared(
     store: Store,
     dir: &Path,
@@ -254,15 +254,8 @@ async fn follow_shared(
         .await
         .map_err(|e| format!("connecting to the shared store: {e}"))?;
     let store = match store.follow(log.clone()).await {
-        Err(StorageError::Stale {
-            revision,
-            compacted,
-        }) => {
-            tracing::warn!(
-                revision,
-                compacted,
-                "the local copy is too old: rebuilding it"
-            );
+        Err(e @ StorageError::Stale { .. }) => {
+            tracing::warn!(error = %e, "rebuilding the local copy");
             drop(store);
             std::fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
             let store = open_store(dir, &options)?;

@@ -18,11 +18,17 @@ pub enum StorageError {
     /// This store is not a copy of the shared store it was asked to follow.
     #[error("{0}")]
     Diverged(String),
-    /// This store's copy is older than the shared log's history: it must be rebuilt.
+    /// This store's copy cannot follow the shared log from where it is: older than the log's
+    /// history, or ahead of the log (the shared store was restored from a backup). It must be
+    /// rebuilt.
     #[error(
-        "the local copy is at revision {revision}, older than the shared log's history (from {compacted})"
+        "the local copy is at revision {revision}, where the shared log (changes {compacted}..{latest}) cannot continue it"
     )]
-    Stale { revision: u64, compacted: u64 },
+    Stale {
+        revision: u64,
+        compacted: u64,
+        latest: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

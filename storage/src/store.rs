@@ -292,11 +292,12 @@ impl Store {
                 )));
             }
             (Some(_), revision) => {
-                let compacted = log.compacted().await?;
-                if revision < compacted {
+                let (compacted, latest) = (log.compacted().await?, log.revision().await?);
+                if revision < compacted || revision > latest {
                     return Err(StorageError::Stale {
                         revision,
                         compacted,
+                        latest,
                     });
                 }
             }

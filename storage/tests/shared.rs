@@ -354,3 +354,38 @@ fn writes_grouped_in_one_transaction_each_stand_or_fall_alone() {
         assert_eq!(log.revision().await.unwrap(), 25);
     });
 }
+
+#[test]
+fn a_copy_ahead_of_a_restored_shared_store_is_refused_for_rebuilding() {
+    let postgres = Postgres::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Store::open(&dir.path().join("copy"), Options::default()).unwrap();
+    let connect = || SharedLog::connect(postgres.config().parse().unwrap());
+    rt.block_on(async {
+        let copy = open();
+        copy.follow(connect().await.unwrap()).await.unwrap();
+        for key in ["ns/a", "ns/b", "ns/c"] {
+            copy.write(vec![create(key)]).await.unwrap();
+        }
+    });
+    // The database goes back to a backup taken after the first write.
+    postgres.psql(
+        "DELETE FROM catalog_log WHERE revision > 1; DELETE FROM catalog_objects WHERE revision > 1;
+         UPDATE catalog_meta SET revision = 1",
+    );
+    rt.block_on(async {
+        let refused = open().follow(connect().await.unwrap()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(StorageError::Stale {
+                    revision: 3,
+                    latest: 1,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    });
+}

@@ -433,3 +433,28 @@ fn postgres_crashing_under_load_loses_no_acknowledged_write() {
         assert_eq!(served, names(&a.http()).await);
     });
 }
+
+#[test]
+fn a_replica_ahead_of_a_restored_database_rebuilds_its_copy() {
+    let postgres = Postgres::start();
+    let flags = ["--store", &postgres.config()];
+    let mut a = Server::start_with(&flags);
+    let rt = runtime();
+    rt.block_on(async {
+        for name in ["kept", "gone-1", "gone-2"] {
+            assert_eq!(post_once(&a, name).await, 201);
+        }
+    });
+    a.stop();
+    // The database goes back to a backup taken after the first create.
+    postgres.psql(
+        "DELETE FROM catalog_log WHERE revision > 1; DELETE FROM catalog_objects WHERE revision > 1;
+         UPDATE catalog_meta SET revision = 1",
+    );
+    a.restart(&flags);
+    rt.block_on(async {
+        assert_eq!(names(&a.http()).await, ["kept"]);
+        assert_eq!(post_once(&a, "new").await, 201);
+        assert_eq!(names(&a.http()).await, ["kept", "new"]);
+    });
+}

@@ -2,10 +2,10 @@
 //! `initdb` in a temporary directory, listening on a loopback port, stopped when dropped. Shared
 //! by the storage crate's tests and the server's (`tests/server/main.rs` includes this file).
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -80,7 +80,7 @@ impl Postgres {
 
     /// Starts the server on its data directory and port, and waits until it is ready.
     fn run(&mut self) {
-        let server = command("postgres")
+        let mut server = command("postgres")
             .arg("-D")
             .arg(self.data())
             .args([
@@ -92,11 +92,19 @@ impl Postgres {
             .arg("-k")
             .arg(self.dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // The server logs to stderr: wait for the line that says it accepts connections, then
+        // keep reading, so that it never blocks on a full pipe.
+        let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("ready to accept connections"));
+        assert!(ready, "PostgreSQL did not start");
+        std::thread::spawn(move || lines.for_each(drop));
         self.server = Some(server);
-        self.wait_ready();
     }
 
     /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no checkpoint, crash
@@ -117,23 +125,26 @@ impl Postgres {
         self.run();
     }
 
-    /// Waits until the server accepts connections (pg_isready), at most 30 s.
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut pause = Duration::from_millis(10);
-        loop {
-            let ready = command("pg_isready")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            if ready.success() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "PostgreSQL did not start");
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
+    /// Runs SQL in the `postgres` database, as a test that changes the store behind the
+    /// server's back (a restored backup) does.
+    pub fn psql(&self, sql: &str) {
+        let status = command("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "catalog",
+                "-d",
+                "postgres",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "psql failed: {sql}");
     }
 
     /// The connection string of the server's `postgres` database, as its superuser.
