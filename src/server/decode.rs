@@ -105,7 +105,7 @@ pub fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiEr
 }
 
 /// A resourceVersion parameter: none when empty, else a revision this server wrote.
-fn resource_version(query: &Query) -> Result<Option<u64>, ApiError> {
+pub fn resource_version(query: &Query) -> Result<Option<u64>, ApiError> {
     match query.get("resourceVersion") {
         None | Some("") => Ok(None),
         Some(text) => text.parse::<u64>().map(Some).map_err(|_| {

@@ -10,7 +10,7 @@ use hyper::upgrade::OnUpgrade;
 
 use super::App;
 use super::connections::Slot;
-use super::decode::list_query;
+use super::decode::{self, list_query};
 use super::negotiate::{Delivery, accept, output};
 use super::query::Query;
 use super::render;
@@ -34,9 +34,7 @@ pub async fn get(
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
     let form = response_form(headers, query)?;
-    // A get without resourceVersion reads the most recent state; with `0`, any.
-    let any = query.get("resourceVersion") == Some("0");
-    app.registry.fresh(if any { Some(0) } else { None }).await?;
+    app.registry.fresh(decode::resource_version(query)?).await?;
     let item = app.registry.get(namespace, name)?;
     object_response(form, StatusCode::OK, item.value)
 }
