@@ -78,27 +78,8 @@ pub struct SharedLog {
     config: tokio_postgres::Config,
     /// This replica's writes, committed in groups.
     writes: mpsc::UnboundedSender<WriteRequest>,
-}
-
-type RevisionReply = oneshot::Sender<Result<u64, String>>;
-
-/// The log's current revision for consistent reads, one query for every reader waiting when it
-/// starts (as etcd batches ReadIndex requests): a reader waits for a query that starts after it
-/// asked, so the answer is at least every revision acknowledged before the read began, and a
-/// thousand concurrent reads cost one query instead of a thousand.
-pub(crate) struct RevisionQueries {
-    requests: mpsc::UnboundedSender<RevisionReply>,
-}
-
-impl RevisionQueries {
-    pub async fn current(&self) -> Result<u64, StorageError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(reply)
-            .map_err(|_| StorageError::Closed)?;
-        let answer = answer.await.map_err(|_| StorageError::Closed)?;
-        answer.map_err(StorageError::Shared)
-    }
+    /// Consistent reads waiting for the current revision, answered in batches.
+    revision_requests: mpsc::UnboundedSender<RevisionReply>,
 }
 
 /// A connection that listens for the log's notifications; closed when its connection is.
@@ -134,10 +115,13 @@ impl SharedLog {
             .map_err(shared_error)?;
         let (writes, queue) = mpsc::unbounded_channel();
         tokio::spawn(group_writer(pool.clone(), queue));
+        let (revision_requests, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(revision_batches(pool.clone(), waiting));
         let log = SharedLog {
             pool,
             config,
             writes,
+            revision_requests,
         };
         // Replicas starting together would race to create the tables: one at a time.
         let mut client = log.client().await?;
@@ -176,15 +160,11 @@ impl SharedLog {
         })
     }
 
-    /// One column of the `catalog_meta` row.
     async fn meta<T: for<'a> tokio_postgres::types::FromSql<'a>>(
         &self,
         column: &str,
     ) -> Result<T, StorageError> {
-        let client = self.client().await?;
-        let query = format!("SELECT {column} FROM catalog_meta WHERE id = 1");
-        let row = client.query_one(&query, &[]).await.map_err(shared_error)?;
-        Ok(row.get(0))
+        read_meta(&self.pool, column).await
     }
 
     /// The latest revision committed to the log.
@@ -203,24 +183,17 @@ impl SharedLog {
         answer.await.map_err(|_| StorageError::Closed)?
     }
 
-    /// A way to ask for the log's current revision that many readers share: see
-    /// [`RevisionQueries`].
-    pub(crate) fn revision_queries(&self) -> RevisionQueries {
-        let (requests, mut waiting) = mpsc::unbounded_channel::<RevisionReply>();
-        let log = self.clone();
-        tokio::spawn(async move {
-            while let Some(first) = waiting.recv().await {
-                let mut batch = vec![first];
-                while let Ok(more) = waiting.try_recv() {
-                    batch.push(more);
-                }
-                let revision = log.revision().await.map_err(|e| e.to_string());
-                for reply in batch {
-                    let _ = reply.send(revision.clone());
-                }
-            }
-        });
-        RevisionQueries { requests }
+    /// The log's current revision for a consistent read, one query for every reader waiting
+    /// when it starts (as etcd batches ReadIndex requests): a reader waits for a query that
+    /// starts after it asked, so the answer is at least every revision acknowledged before the
+    /// read began, and a thousand concurrent reads cost one query instead of a thousand.
+    pub(crate) async fn current_revision(&self) -> Result<u64, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.revision_requests
+            .send(reply)
+            .map_err(|_| StorageError::Closed)?;
+        let answer = answer.await.map_err(|_| StorageError::Closed)?;
+        answer.map_err(StorageError::Shared)
     }
 
     /// The id of this log's history.
@@ -346,6 +319,36 @@ impl SharedLog {
             .map_err(shared_error)?;
         tx.commit().await.map_err(shared_error)?;
         Ok((revision, rows.iter().map(replicated).collect()))
+    }
+}
+
+/// One column of the `catalog_meta` row.
+async fn read_meta<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    pool: &Pool,
+    column: &str,
+) -> Result<T, StorageError> {
+    let client = pool.get().await.map_err(shared_error)?;
+    let query = format!("SELECT {column} FROM catalog_meta WHERE id = 1");
+    let row = client.query_one(&query, &[]).await.map_err(shared_error)?;
+    Ok(row.get(0))
+}
+
+type RevisionReply = oneshot::Sender<Result<u64, String>>;
+
+/// Answers the consistent reads waiting, all those waiting when a query starts with its result.
+async fn revision_batches(pool: Pool, mut waiting: mpsc::UnboundedReceiver<RevisionReply>) {
+    while let Some(first) = waiting.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = waiting.try_recv() {
+            batch.push(more);
+        }
+        let revision = read_meta::<i64>(&pool, "revision")
+            .await
+            .map(|r| r as u64)
+            .map_err(|e| e.to_string());
+        for reply in batch {
+            let _ = reply.send(revision.clone());
+        }
     }
 }
 

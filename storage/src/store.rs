@@ -13,7 +13,7 @@ use crate::codec::{self, Change};
 use crate::committer::{self, Op, Replicated, Request};
 use crate::engine::{Engine, EngineKind};
 use crate::read::ListOptions;
-use crate::shared::{RevisionQueries, SharedLog};
+use crate::shared::SharedLog;
 use crate::watch::Watch;
 use crate::{StorageError, WatchError, WriteError};
 
@@ -83,8 +83,6 @@ struct Shared {
     committer: Option<std::thread::JoinHandle<()>>,
     /// The log this store follows, when several stores share one (`Store::follow`).
     log: std::sync::OnceLock<SharedLog>,
-    /// Its current revision, asked once for all the reads waiting.
-    revisions: std::sync::OnceLock<RevisionQueries>,
     /// When the follower last read the log (Unix milliseconds; 0: never).
     followed_at: AtomicU64,
     /// How long history is kept, here and, for a follower, in the shared log.
@@ -146,7 +144,6 @@ impl Store {
                 requests,
                 committer: Some(committer),
                 log: std::sync::OnceLock::new(),
-                revisions: std::sync::OnceLock::new(),
                 followed_at: AtomicU64::new(0),
                 retention,
                 compaction_interval,
@@ -201,10 +198,10 @@ impl Store {
     /// while the log cannot be reached, the local copy is served as it is: stale by at most
     /// the time since `followed_at` (the server stops being ready soon after).
     pub async fn catch_up(&self) -> Result<(), StorageError> {
-        let Some(revisions) = self.shared.revisions.get() else {
+        let Some(log) = self.shared.log.get() else {
             return Ok(());
         };
-        match revisions.current().await {
+        match log.current_revision().await {
             Ok(revision) => self.wait_for(revision).await,
             Err(e) => {
                 tracing::debug!(error = %e, "shared log unreachable: serving the local copy");
@@ -322,7 +319,6 @@ impl Store {
         let store = WeakStore(Arc::downgrade(&self.shared));
         let follower = log.clone();
         tokio::spawn(async move { crate::follow::run(store, follower).await });
-        let _ = self.shared.revisions.set(log.revision_queries());
         let _ = self.shared.log.set(log);
         self.catch_up().await?;
         self.mark_followed();
