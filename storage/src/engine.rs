@@ -71,6 +71,13 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Applies the batch atomically and returns only once it is durable (fsync'd).
     fn commit(&self, batch: &Batch) -> Result<(), EngineError>;
+
+    /// Applies the batch atomically, durable later: a crash may lose it and the commits after
+    /// it, never part of it, so the store stays a prefix of what was committed. For changes
+    /// that are durable elsewhere (a copy of a shared log, which catches up after a crash).
+    fn commit_lazily(&self, batch: &Batch) -> Result<(), EngineError> {
+        self.commit(batch)
+    }
 }
 
 /// What a scan calls for each key and value, in order; `Break` ends the scan.

@@ -25,7 +25,15 @@ const CHECKPOINT_COMMITS: usize = 1024;
 pub struct RedbEngine {
     db: Database,
     /// Locked only by commits, which the store makes from one thread.
-    wal: Mutex<Wal>,
+    wal: Mutex<Log>,
+}
+
+/// What is not yet durable in the B-tree: batches in the write-ahead log, or lazy commits
+/// (never both: a log record replayed after a crash over a B-tree that lost the lazy commits
+/// before it would leave a gap, so each kind of commit first checkpoints the other).
+struct Log {
+    wal: Wal,
+    lazy_commits: usize,
 }
 
 fn fail(e: impl Into<redb::Error>) -> EngineError {
@@ -45,7 +53,10 @@ impl RedbEngine {
         let (wal, batches) = Wal::open(&path.with_extension("wal"))?;
         let engine = RedbEngine {
             db,
-            wal: Mutex::new(wal),
+            wal: Mutex::new(Log {
+                wal,
+                lazy_commits: 0,
+            }),
         };
         if !batches.is_empty() {
             // What the B-tree lost in a crash: each batch holds final values, so applying
@@ -56,7 +67,7 @@ impl RedbEngine {
                 lost.absorb(batch);
             }
             engine.apply(&lost, Durability::None)?;
-            engine.checkpoint(&mut engine.wal.lock().expect("not poisoned"))?;
+            engine.checkpoint(&mut engine.log())?;
             tracing::info!(records, "write-ahead log applied");
         }
         Ok(engine)
@@ -82,18 +93,45 @@ impl RedbEngine {
     }
 
     /// Makes every commit so far durable in the B-tree, then empties the log.
-    fn checkpoint(&self, wal: &mut Wal) -> Result<(), EngineError> {
+    fn checkpoint(&self, log: &mut Log) -> Result<(), EngineError> {
         self.apply(&Batch::default(), Durability::Immediate)?;
-        wal.clear()
+        log.lazy_commits = 0;
+        log.wal.clear()
+    }
+
+    fn checkpoint_if_full(&self, log: &mut Log) {
+        if log.is_full()
+            && let Err(e) = self.checkpoint(log)
+        {
+            // Nothing is lost: the log still holds its batches (lazy commits are durable
+            // elsewhere), and the next commit tries again.
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.wal.lock().expect("not poisoned")
+    }
+}
+
+impl Log {
+    fn is_empty(&self) -> bool {
+        self.wal.len() == 0 && self.lazy_commits == 0
+    }
+
+    /// Whether a checkpoint is due (see `CHECKPOINT_BYTES` and `CHECKPOINT_COMMITS`).
+    fn is_full(&self) -> bool {
+        self.wal.len() >= CHECKPOINT_BYTES
+            || self.wal.records() + self.lazy_commits >= CHECKPOINT_COMMITS
     }
 }
 
 impl Drop for RedbEngine {
     /// A clean close leaves an empty log, so the next open has nothing to apply.
     fn drop(&mut self) {
-        let mut wal = self.wal.lock().expect("not poisoned");
-        if wal.len() > 0
-            && let Err(e) = self.checkpoint(&mut wal)
+        let mut log = self.log();
+        if !log.is_empty()
+            && let Err(e) = self.checkpoint(&mut log)
         {
             tracing::warn!(error = %e, "checkpoint at close failed; the log is applied at the next open");
         }
@@ -126,22 +164,82 @@ impl Engine for RedbEngine {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), EngineError> {
-        let mut wal = self.wal.lock().expect("not poisoned");
-        let before = wal.len();
-        wal.append(batch)?;
+        let mut log = self.log();
+        if log.lazy_commits > 0 {
+            self.checkpoint(&mut log)?;
+        }
+        let before = log.wal.len();
+        log.wal.append(batch)?;
         if let Err(e) = self.apply(batch, Durability::None) {
             // The batch is reported failed, so it must not come back at the next open.
-            if let Err(undo) = wal.take_back(before) {
+            if let Err(undo) = log.wal.take_back(before) {
                 tracing::error!(error = %undo, "a failed batch could not be taken out of the write-ahead log");
             }
             return Err(e);
         }
-        if (wal.len() >= CHECKPOINT_BYTES || wal.records() >= CHECKPOINT_COMMITS)
-            && let Err(e) = self.checkpoint(&mut wal)
-        {
-            // Nothing is lost: the log still holds it all, and the next commit tries again.
-            tracing::warn!(error = %e, "checkpoint failed");
-        }
+        self.checkpoint_if_full(&mut log);
         Ok(())
+    }
+
+    fn commit_lazily(&self, batch: &Batch) -> Result<(), EngineError> {
+        let mut log = self.log();
+        if log.wal.len() > 0 {
+            self.checkpoint(&mut log)?;
+        }
+        self.apply(batch, Durability::None)?;
+        log.lazy_commits += 1;
+        self.checkpoint_if_full(&mut log);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str) -> Batch {
+        let mut batch = Batch::default();
+        batch.put(key.as_bytes().to_vec(), b"v".to_vec());
+        batch
+    }
+
+    /// The keys an engine holds when opened on the files `commits` left, copied before it
+    /// closed: as a process killed then would have left them.
+    fn after_crash(dir: &Path, commits: impl FnOnce(&RedbEngine)) -> Vec<String> {
+        let (path, copy) = (dir.join("live.redb"), dir.join("crashed.redb"));
+        let engine = RedbEngine::open(&path, 1 << 20).unwrap();
+        commits(&engine);
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::copy(path.with_extension("wal"), copy.with_extension("wal")).unwrap();
+        drop(engine);
+        let engine = RedbEngine::open(&copy, 1 << 20).unwrap();
+        let mut keys = Vec::new();
+        let view = engine.view().unwrap();
+        view.scan(b"", b"\xff", &mut |key, _| {
+            keys.push(String::from_utf8(key.to_vec()).unwrap());
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        keys
+    }
+
+    #[test]
+    fn a_crash_keeps_a_prefix_of_durable_and_lazy_commits() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // A durable commit after lazy ones makes them durable too: no gap before it.
+        let keys = after_crash(a.path(), |engine| {
+            engine.commit(&put("1")).unwrap();
+            engine.commit_lazily(&put("2")).unwrap();
+            engine.commit(&put("3")).unwrap();
+        });
+        assert_eq!(keys, ["1", "2", "3"]);
+        // Lazy commits after durable ones may be lost, never the durable ones before them.
+        let keys = after_crash(b.path(), |engine| {
+            engine.commit(&put("1")).unwrap();
+            engine.commit_lazily(&put("2")).unwrap();
+            engine.commit_lazily(&put("3")).unwrap();
+        });
+        assert!(keys.starts_with(&["1".to_string()]), "{keys:?}");
+        assert!(!keys.contains(&"3".to_string()) || keys.contains(&"2".to_string()));
     }
 }

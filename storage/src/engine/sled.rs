@@ -68,15 +68,23 @@ impl Engine for SledEngine {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), EngineError> {
-        let mut sled_batch = sled::Batch::default();
-        for (key, value) in batch.writes() {
-            match value {
-                Some(v) => sled_batch.insert(key, v),
-                None => sled_batch.remove(key),
-            }
-        }
-        self.db.apply_batch(sled_batch).map_err(fail)?;
+        self.db.apply_batch(sled_batch(batch)).map_err(fail)?;
         self.db.flush().map_err(fail)?;
         Ok(())
     }
+
+    fn commit_lazily(&self, batch: &Batch) -> Result<(), EngineError> {
+        self.db.apply_batch(sled_batch(batch)).map_err(fail)
+    }
+}
+
+fn sled_batch(batch: &Batch) -> sled::Batch {
+    let mut sled_batch = sled::Batch::default();
+    for (key, value) in batch.writes() {
+        match value {
+            Some(v) => sled_batch.insert(key, v),
+            None => sled_batch.remove(key),
+        }
+    }
+    sled_batch
 }
