@@ -42,6 +42,59 @@ pub enum Op {
     },
 }
 
+impl Op {
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => key,
+        }
+    }
+
+    /// Whether this op may happen to its key, live at revision `current` (None: absent).
+    pub(crate) fn check(&self, current: Option<u64>) -> Result<(), WriteError> {
+        let key = || self.key().to_string();
+        match (self, current) {
+            (Op::Create { .. }, Some(_)) => Err(WriteError::AlreadyExists { key: key() }),
+            (Op::Create { .. }, None) => Ok(()),
+            (_, None) => Err(WriteError::NotFound { key: key() }),
+            (Op::Update { expected, .. } | Op::Delete { expected, .. }, Some(actual)) => {
+                match expected.filter(|e| *e != actual) {
+                    Some(expected) => Err(WriteError::Conflict {
+                        key: key(),
+                        expected,
+                        actual,
+                    }),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The change this op makes at `revision`.
+    pub(crate) fn into_change(self, revision: u64, committed_at_ms: u64) -> Replicated {
+        let (key, value, indexes) = match self {
+            Op::Create {
+                key,
+                indexes,
+                value,
+            }
+            | Op::Update {
+                key,
+                indexes,
+                value,
+                ..
+            } => (key, Some(value(revision)), indexes),
+            Op::Delete { key, .. } => (key, None, Vec::new()),
+        };
+        Replicated {
+            revision,
+            committed_at_ms,
+            key,
+            value,
+            indexes,
+        }
+    }
+}
+
 /// A change decided elsewhere (a log shared by several stores), at its own revision, for this
 /// store to follow.
 #[derive(Clone, Debug, PartialEq)]
@@ -174,6 +227,9 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
         now_ms,
     };
     let mut answers = Vec::with_capacity(requests.len());
+    let only_replicated = requests
+        .iter()
+        .all(|request| matches!(request, Request::Replicate { .. }));
     for request in requests {
         match request {
             Request::Write { ops, reply } => match group.apply(ops) {
@@ -213,7 +269,14 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
             codec::META_COUNTED.to_vec(),
             group.revision.to_be_bytes().to_vec(),
         );
-        if let Err(e) = core.engine.commit(&group.batch) {
+        // Changes replicated from a shared log are durable there: a copy that loses them in
+        // a crash catches up, so it spares itself an fsync per group.
+        let committed = if only_replicated {
+            core.engine.commit_lazily(&group.batch)
+        } else {
+            core.engine.commit(&group.batch)
+        };
+        if let Err(e) = committed {
             return fail_all(answers.into_iter().map(Answer::into_reply), &e);
         }
     }
@@ -289,43 +352,11 @@ impl Group {
         let mut revision = self.revision;
         let mut changes = Vec::with_capacity(ops.len());
         for op in ops {
-            let (key, expected, must_exist) = match &op {
-                Op::Create { key, .. } => (key.clone(), None, false),
-                Op::Update { key, expected, .. } | Op::Delete { key, expected } => {
-                    (key.clone(), *expected, true)
-                }
-            };
-            let current = self.read_object(&txn, &key)?;
+            let current = self.read_object(&txn, op.key())?;
             let live = current.as_ref().filter(|record| record.value.is_some());
-            match (live, must_exist) {
-                (Some(_), false) => return Err(WriteError::AlreadyExists { key }),
-                (None, true) => return Err(WriteError::NotFound { key }),
-                (Some(record), true) => {
-                    if let Some(expected) = expected.filter(|e| *e != record.revision) {
-                        let actual = record.revision;
-                        return Err(WriteError::Conflict {
-                            key,
-                            expected,
-                            actual,
-                        });
-                    }
-                }
-                (None, false) => {}
-            }
+            op.check(live.map(|record| record.revision))?;
             revision += 1;
-            let (value, indexes) = match op {
-                Op::Create { indexes, value, .. } | Op::Update { indexes, value, .. } => {
-                    (Some(value(revision)), indexes)
-                }
-                Op::Delete { .. } => (None, Vec::new()),
-            };
-            let change = Replicated {
-                revision,
-                committed_at_ms: self.now_ms,
-                key,
-                value,
-                indexes,
-            };
+            let change = op.into_change(revision, self.now_ms);
             changes.push(self.stage(&mut txn, change, current.as_ref())?);
         }
         self.batch.absorb(txn);

@@ -17,8 +17,11 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::sync::Arc;
 
+use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls, Row, Statement};
 
 use crate::committer::{Op, Replicated, check_index_pairs};
 use crate::{ReadError, StorageError, WriteError};
@@ -201,46 +204,37 @@ impl SharedLog {
         self.meta("history").await
     }
 
-    /// Makes an empty shared store start from `objects`, the live objects of a store at
-    /// `revision` (the migration of an embedded store); refused unless it is still empty.
-    pub async fn seed(&self, objects: Vec<Replicated>, revision: u64) -> Result<(), StorageError> {
+    /// Makes an empty shared store start from the live objects of a store at `revision` (the
+    /// migration of an embedded store), which `next_page` gives a page at a time (None: no
+    /// more), in one transaction; refused unless the shared store is still empty.
+    pub async fn seed(
+        &self,
+        revision: u64,
+        mut next_page: impl FnMut() -> Result<Option<Vec<Replicated>>, StorageError>,
+    ) -> Result<(), StorageError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(shared_error)?;
-        let current: i64 = tx
-            .query_one(
-                "SELECT revision FROM catalog_meta WHERE id = 1 FOR UPDATE",
-                &[],
-            )
-            .await
-            .map_err(shared_error)?
-            .get(0);
+        let (current, _) = lock_revision(&tx).await?;
         if current != 0 {
             return Err(StorageError::Shared(format!(
                 "the shared store is at revision {current}, not empty: nothing to seed"
             )));
         }
-        for object in objects {
-            let (names, values): (Vec<String>, Vec<String>) = object.indexes.into_iter().unzip();
-            let bytes = object.value.map(|v| v.to_vec()).unwrap_or_default();
-            tx.execute(
-                "INSERT INTO catalog_objects VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &object.key,
-                    &(object.revision as i64),
-                    &bytes,
-                    &names,
-                    &values,
-                ],
-            )
+        let insert = tx
+            .prepare_cached("INSERT INTO catalog_objects VALUES ($1, $2, $3, $4, $5)")
             .await
             .map_err(shared_error)?;
+        while let Some(page) = next_page()? {
+            let columns: Vec<_> = page.iter().map(Columns::of).collect();
+            let statements: Vec<_> = columns.iter().map(|c| (&insert, c.object())).collect();
+            execute_pipelined(&tx, &statements).await?;
         }
-        tx.execute(
+        query(
+            &tx,
             "UPDATE catalog_meta SET revision = $1, compacted = $1 WHERE id = 1",
             &[&(revision as i64)],
         )
-        .await
-        .map_err(shared_error)?;
+        .await?;
         tx.commit().await.map_err(shared_error)
     }
 
@@ -254,9 +248,9 @@ impl SharedLog {
     /// change; returns the revision the history now starts after.
     pub async fn compact(&self, cutoff_ms: u64) -> Result<u64, StorageError> {
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                "WITH cut AS (
+        let row = query_one(
+            &client,
+            "WITH cut AS (
                      SELECT COALESCE(MAX(revision), 0) AS upto FROM catalog_log
                      WHERE committed_at_ms < $1
                        AND revision < (SELECT revision FROM catalog_meta WHERE id = 1)),
@@ -264,33 +258,39 @@ impl SharedLog {
                      DELETE FROM catalog_log WHERE revision <= (SELECT upto FROM cut))
                  UPDATE catalog_meta SET compacted = GREATEST(compacted, (SELECT upto FROM cut))
                  WHERE id = 1 RETURNING compacted",
-                &[&(cutoff_ms as i64)],
-            )
-            .await
-            .map_err(shared_error)?;
+            &[&(cutoff_ms as i64)],
+        )
+        .await?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
     /// At most `limit` changes after revision `after`, in order; `Expired` when the log no
-    /// longer reaches back that far.
+    /// longer reaches back that far. One query: the history's start comes with the changes.
     pub async fn changes(&self, after: u64, limit: u32) -> Result<Vec<Replicated>, ReadError> {
-        let compacted = self.compacted().await?;
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT log.revision, log.committed_at_ms, log.key, log.value,
+                    log.index_names, log.index_values, meta.compacted
+             FROM catalog_meta meta LEFT JOIN LATERAL (
+                 SELECT * FROM catalog_log WHERE revision > $1 ORDER BY revision LIMIT $2
+             ) log ON true
+             WHERE meta.id = 1",
+            &[&(after as i64), &i64::from(limit)],
+        )
+        .await?;
+        let compacted = rows.first().map_or(0, |row| row.get::<_, i64>(6) as u64);
         if after < compacted {
             return Err(ReadError::Expired {
                 requested: after,
                 compacted,
             });
         }
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT revision, committed_at_ms, key, value, index_names, index_values
-                 FROM catalog_log WHERE revision > $1 ORDER BY revision LIMIT $2",
-                &[&(after as i64), &i64::from(limit)],
-            )
-            .await
-            .map_err(shared_error)?;
-        Ok(rows.iter().map(replicated).collect())
+        // Without changes, the one row has NULL for the log's columns.
+        let changes = rows
+            .iter()
+            .filter(|row| row.get::<_, Option<i64>>(0).is_some());
+        Ok(changes.map(replicated).collect())
     }
 
     /// The latest state, read in one snapshot: its revision, and every object with its own
@@ -328,9 +328,8 @@ async fn read_meta<T: for<'a> tokio_postgres::types::FromSql<'a>>(
     column: &str,
 ) -> Result<T, StorageError> {
     let client = pool.get().await.map_err(shared_error)?;
-    let query = format!("SELECT {column} FROM catalog_meta WHERE id = 1");
-    let row = client.query_one(&query, &[]).await.map_err(shared_error)?;
-    Ok(row.get(0))
+    let sql = format!("SELECT {column} FROM catalog_meta WHERE id = 1");
+    Ok(query_one(&client, &sql, &[]).await?.get(0))
 }
 
 type RevisionReply = oneshot::Sender<Result<u64, String>>;
@@ -391,31 +390,26 @@ async fn group_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<WriteReques
 
 /// Commits a group of writes as one transaction, the revision row locked once and one commit
 /// (one fsync) for all: the row lock is held through a commit, so committing writes one by one
-/// would allow only one write per fsync across every replica. Each write is all or nothing on
-/// its own (a savepoint each): a refused precondition rolls back that write alone, and its
-/// revisions go to the next. Returns each write's last revision or refusal; an error when the
-/// transaction failed, and then nothing of it was committed.
+/// would allow only one write per fsync across every replica. The group costs five round trips
+/// whatever its size: begin, lock, read the revisions of the keys it touches, decide every
+/// write here ([`plan`]), send all its statements at once (tokio-postgres pipelines the queries
+/// of a connection polled together; PostgreSQL runs them in order), commit. Each write is all
+/// or nothing on its own: a refused one writes nothing and its revisions go to the next. Returns
+/// each write's last revision or refusal; an error when the transaction failed, and then
+/// nothing of it was committed.
 async fn commit_group(
     pool: &Pool,
     writes: Vec<Vec<Op>>,
 ) -> Result<Vec<Result<u64, WriteError>>, StorageError> {
     let mut client = pool.get().await.map_err(shared_error)?;
     let tx = client.transaction().await.map_err(shared_error)?;
-    let (mut revision, now_ms) = lock_revision(&tx).await?;
-    let mut results = Vec::with_capacity(writes.len());
-    for ops in writes {
-        let before = revision;
-        match write_request(&tx, ops, &mut revision, now_ms).await {
-            Ok(()) => results.push(Ok(revision as u64)),
-            Err(Rollback::Write(e)) => {
-                revision = before;
-                results.push(Err(e));
-            }
-            Err(Rollback::Transaction(e)) => return Err(e),
-        }
-    }
-    finish(tx, revision).await?;
-    Ok(results)
+    let (revision, now_ms) = lock_revision(&tx).await?;
+    let keys: Vec<&str> = writes.iter().flatten().map(Op::key).collect();
+    let current = live_revisions(&tx, &keys).await?;
+    let plan = plan(writes, current, revision, now_ms);
+    write_rows(&tx, &plan.rows).await?;
+    tx.commit().await.map_err(shared_error)?;
+    Ok(plan.results)
 }
 
 /// Locks the revision row; the current revision and PostgreSQL's clock, read under the lock
@@ -423,134 +417,212 @@ async fn commit_group(
 /// drops a prefix of the log).
 async fn lock_revision(
     tx: &deadpool_postgres::Transaction<'_>,
-) -> Result<(i64, i64), StorageError> {
-    let row = tx
-        .query_one(
-            "SELECT revision, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
-             FROM catalog_meta WHERE id = 1 FOR UPDATE",
-            &[],
-        )
+) -> Result<(u64, u64), StorageError> {
+    let row = query_one(
+        tx,
+        "SELECT revision, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+         FROM catalog_meta WHERE id = 1 FOR UPDATE",
+        &[],
+    )
+    .await?;
+    Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+}
+
+/// The revisions of those of `keys` that are live. Read after the revision lock is taken, so
+/// no other replica's write can change them before this transaction commits.
+async fn live_revisions(
+    tx: &deadpool_postgres::Transaction<'_>,
+    keys: &[&str],
+) -> Result<HashMap<String, u64>, StorageError> {
+    let rows = query(
+        tx,
+        "SELECT key, revision FROM catalog_objects WHERE key = ANY($1)",
+        &[&keys],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get::<_, i64>(1) as u64))
+        .collect())
+}
+
+/// What a group writes: each write's outcome, and the changes of those that happen.
+struct Plan {
+    results: Vec<Result<u64, WriteError>>,
+    rows: Vec<Replicated>,
+}
+
+/// Decides a group's writes in order, as the local committer does: each against the live
+/// revisions the group's earlier writes left, each all or nothing.
+fn plan(writes: Vec<Vec<Op>>, mut live: HashMap<String, u64>, revision: u64, now_ms: u64) -> Plan {
+    let mut plan = Plan {
+        results: Vec::with_capacity(writes.len()),
+        rows: Vec::new(),
+    };
+    let mut revision = revision;
+    for ops in writes {
+        match plan_write(ops, &live, revision, now_ms) {
+            Ok(rows) => {
+                for row in &rows {
+                    match row.value {
+                        Some(_) => live.insert(row.key.clone(), row.revision),
+                        None => live.remove(&row.key),
+                    };
+                }
+                revision += rows.len() as u64;
+                plan.results.push(Ok(revision));
+                plan.rows.extend(rows);
+            }
+            Err(refused) => plan.results.push(Err(refused)),
+        }
+    }
+    plan
+}
+
+/// One write's changes from revision `after` + 1 on, or why it is refused.
+fn plan_write(
+    ops: Vec<Op>,
+    live: &HashMap<String, u64>,
+    after: u64,
+    now_ms: u64,
+) -> Result<Vec<Replicated>, WriteError> {
+    let mut rows: Vec<Replicated> = Vec::with_capacity(ops.len());
+    for op in ops {
+        // The key as this write has left it so far, else as the group has.
+        let current = match rows.iter().rev().find(|row| row.key == op.key()) {
+            Some(row) => row.value.as_ref().map(|_| row.revision),
+            None => live.get(op.key()).copied(),
+        };
+        op.check(current)?;
+        let row = op.into_change(after + rows.len() as u64 + 1, now_ms);
+        check_index_pairs(&row.key, &row.indexes)?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Writes a group's changes to the latest state and the log, records its last revision and
+/// notifies the followers: every statement sent at once.
+async fn write_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[Replicated],
+) -> Result<(), StorageError> {
+    let Some(last) = rows.last() else {
+        return Ok(());
+    };
+    let prepare = |sql| tx.prepare_cached(sql);
+    let (put, delete, finish) = tokio::try_join!(
+        prepare(
+            "WITH latest AS (
+                 INSERT INTO catalog_objects VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (key) DO UPDATE SET revision = $2, value = $3,
+                     index_names = $4, index_values = $5)
+             INSERT INTO catalog_log VALUES ($2, $6, $1, $3, $4, $5)"
+        ),
+        prepare(
+            "WITH latest AS (DELETE FROM catalog_objects WHERE key = $1)
+             INSERT INTO catalog_log VALUES ($2, $3, $1, NULL, '{}', '{}')"
+        ),
+        prepare(
+            "WITH meta AS (UPDATE catalog_meta SET revision = $1 WHERE id = 1)
+             SELECT pg_notify($2, $3)"
+        ),
+    )
+    .map_err(shared_error)?;
+    let columns: Vec<_> = rows.iter().map(Columns::of).collect();
+    let mut statements: Vec<_> = columns
+        .iter()
+        .map(|c| -> (&Statement, Parameters) {
+            match c.value {
+                Some(_) => (&put, [c.object(), vec![&c.committed_at_ms]].concat()),
+                None => (&delete, vec![c.key, &c.revision, &c.committed_at_ms]),
+            }
+        })
+        .collect();
+    let (last_revision, last_text) = (last.revision as i64, last.revision.to_string());
+    let notify: Parameters = vec![&last_revision, &CHANNEL, &last_text];
+    statements.push((&finish, notify));
+    execute_pipelined(tx, &statements).await
+}
+
+type Parameters<'a> = Vec<&'a (dyn ToSql + Sync)>;
+
+/// Runs `statements` in order, sent all at once: tokio-postgres pipelines the queries of one
+/// connection polled together, so they cost one round trip, not one each.
+async fn execute_pipelined(
+    tx: &deadpool_postgres::Transaction<'_>,
+    statements: &[(&Statement, Parameters<'_>)],
+) -> Result<(), StorageError> {
+    let executions = statements
+        .iter()
+        .map(|(statement, parameters)| tx.execute(*statement, parameters));
+    futures_util::future::try_join_all(executions)
         .await
         .map_err(shared_error)?;
-    Ok((row.get(0), row.get(1)))
-}
-
-/// Why a write of a group did not happen: refused (the group goes on without it), or the
-/// transaction itself failed.
-enum Rollback {
-    Write(WriteError),
-    Transaction(StorageError),
-}
-
-/// One write of a group, inside a savepoint.
-async fn write_request(
-    tx: &deadpool_postgres::Transaction<'_>,
-    ops: Vec<Op>,
-    revision: &mut i64,
-    now_ms: i64,
-) -> Result<(), Rollback> {
-    let sql = |e| Rollback::Transaction(shared_error(e));
-    tx.batch_execute("SAVEPOINT write").await.map_err(sql)?;
-    for op in ops {
-        *revision += 1;
-        if let Err(e) = write_op(tx, op, *revision, now_ms).await {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT write")
-                .await
-                .map_err(sql)?;
-            return Err(match e {
-                WriteError::Storage(e) => Rollback::Transaction(e),
-                refused => Rollback::Write(refused),
-            });
-        }
-    }
-    tx.batch_execute("RELEASE SAVEPOINT write")
-        .await
-        .map_err(sql)
-}
-
-/// Records the group's last revision, notifies the followers, commits.
-async fn finish(tx: deadpool_postgres::Transaction<'_>, revision: i64) -> Result<(), StorageError> {
-    tx.execute(
-        "UPDATE catalog_meta SET revision = $1 WHERE id = 1",
-        &[&revision],
-    )
-    .await
-    .map_err(shared_error)?;
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&CHANNEL, &revision.to_string()],
-    )
-    .await
-    .map_err(shared_error)?;
-    tx.commit().await.map_err(shared_error)
-}
-
-/// One op of a write transaction at `revision`: its precondition, the latest state, the log.
-async fn write_op(
-    tx: &deadpool_postgres::Transaction<'_>,
-    op: Op,
-    revision: i64,
-    now_ms: i64,
-) -> Result<(), WriteError> {
-    let (key, expected, must_exist) = match &op {
-        Op::Create { key, .. } => (key.clone(), None, false),
-        Op::Update { key, expected, .. } | Op::Delete { key, expected } => {
-            (key.clone(), *expected, true)
-        }
-    };
-    let current = tx
-        .query_opt(
-            "SELECT revision FROM catalog_objects WHERE key = $1",
-            &[&key],
-        )
-        .await
-        .map_err(shared_error)?
-        .map(|row| row.get::<_, i64>(0) as u64);
-    match (current, must_exist) {
-        (Some(_), false) => return Err(WriteError::AlreadyExists { key }),
-        (None, true) => return Err(WriteError::NotFound { key }),
-        (Some(actual), true) => {
-            if let Some(expected) = expected.filter(|e| *e != actual) {
-                return Err(WriteError::Conflict {
-                    key,
-                    expected,
-                    actual,
-                });
-            }
-        }
-        (None, false) => {}
-    }
-    let (value, indexes) = match op {
-        Op::Create { indexes, value, .. } | Op::Update { indexes, value, .. } => {
-            check_index_pairs(&key, &indexes)?;
-            (Some(value(revision as u64)), indexes)
-        }
-        Op::Delete { .. } => (None, Vec::new()),
-    };
-    let (names, values): (Vec<String>, Vec<String>) = indexes.into_iter().unzip();
-    let bytes = value.as_ref().map(|v| v.to_vec());
-    match &bytes {
-        Some(bytes) => tx
-            .execute(
-                "INSERT INTO catalog_objects VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (key) DO UPDATE SET revision = $2, value = $3,
-                     index_names = $4, index_values = $5",
-                &[&key, &revision, bytes, &names, &values],
-            )
-            .await
-            .map_err(shared_error)?,
-        None => tx
-            .execute("DELETE FROM catalog_objects WHERE key = $1", &[&key])
-            .await
-            .map_err(shared_error)?,
-    };
-    tx.execute(
-        "INSERT INTO catalog_log VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&revision, &now_ms, &key, &bytes, &names, &values],
-    )
-    .await
-    .map_err(shared_error)?;
     Ok(())
+}
+
+/// A change as the columns of its rows.
+struct Columns<'a> {
+    key: &'a String,
+    revision: i64,
+    committed_at_ms: i64,
+    value: Option<&'a [u8]>,
+    names: Vec<&'a str>,
+    values: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(row: &'a Replicated) -> Self {
+        let (names, values) = row
+            .indexes
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .unzip();
+        Columns {
+            key: &row.key,
+            revision: row.revision as i64,
+            committed_at_ms: row.committed_at_ms as i64,
+            value: row.value.as_deref(),
+            names,
+            values,
+        }
+    }
+
+    /// The parameters of a `catalog_objects` row.
+    fn object(&self) -> Parameters<'_> {
+        vec![
+            self.key,
+            &self.revision,
+            &self.value,
+            &self.names,
+            &self.values,
+        ]
+    }
+}
+
+/// The rows of `sql`, prepared once per connection: a statement given as text is prepared
+/// at each use, one more round trip.
+async fn query(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StorageError> {
+    let statement = client.prepare_cached(sql).await.map_err(shared_error)?;
+    client.query(&statement, params).await.map_err(shared_error)
+}
+
+/// The one row of `sql`, prepared once per connection.
+async fn query_one(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, StorageError> {
+    let statement = client.prepare_cached(sql).await.map_err(shared_error)?;
+    client
+        .query_one(&statement, params)
+        .await
+        .map_err(shared_error)
 }
 
 /// A change (or an object) as read from the log (or the latest state).
@@ -563,5 +635,92 @@ fn replicated(row: &Row) -> Replicated {
         key: row.get(2),
         value: row.get::<_, Option<Vec<u8>>>(3).map(Bytes::from),
         indexes: names.into_iter().zip(values).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(key: &str) -> Op {
+        Op::Create {
+            key: key.into(),
+            indexes: vec![("name".into(), key.into())],
+            value: Box::new(|revision| Bytes::from(revision.to_string())),
+        }
+    }
+
+    fn update(key: &str, expected: Option<u64>) -> Op {
+        Op::Update {
+            key: key.into(),
+            expected,
+            indexes: Vec::new(),
+            value: Box::new(|revision| Bytes::from(revision.to_string())),
+        }
+    }
+
+    fn delete(key: &str) -> Op {
+        Op::Delete {
+            key: key.into(),
+            expected: None,
+        }
+    }
+
+    fn outcomes(plan: &Plan) -> Vec<Result<u64, String>> {
+        let outcome = |r: &Result<u64, WriteError>| r.as_ref().copied().map_err(|e| e.to_string());
+        plan.results.iter().map(outcome).collect()
+    }
+
+    #[test]
+    fn a_group_decides_each_write_over_those_before_it() {
+        let live = HashMap::from([("a".to_string(), 7)]);
+        let plan = plan(
+            vec![
+                vec![create("b")],
+                vec![create("b")],
+                // Refused as a whole at its second op: its first takes no revision.
+                vec![update("a", Some(7)), update("c", None)],
+                vec![update("a", Some(7)), delete("b")],
+                vec![create("b"), update("a", Some(12))],
+                vec![update("a", Some(7))],
+            ],
+            live,
+            10,
+            1_000,
+        );
+        assert_eq!(
+            outcomes(&plan),
+            [
+                Ok(11),
+                Err("b already exists".into()),
+                Err("c not found".into()),
+                Ok(13),
+                Ok(15),
+                Err("a is at revision 15, not the expected 7".into()),
+            ]
+        );
+        let rows: Vec<_> = plan
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.revision,
+                    r.key.as_str(),
+                    r.value.clone(),
+                    r.committed_at_ms,
+                )
+            })
+            .collect();
+        let value = |v: &str| Some(Bytes::from(v.to_string()));
+        assert_eq!(
+            rows,
+            [
+                (11, "b", value("11"), 1_000),
+                (12, "a", value("12"), 1_000),
+                (13, "b", None, 1_000),
+                (14, "b", value("14"), 1_000),
+                (15, "a", value("15"), 1_000),
+            ]
+        );
     }
 }

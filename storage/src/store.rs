@@ -19,6 +19,8 @@ use crate::{StorageError, WatchError, WriteError};
 
 /// How long a write through the shared log, or a consistent read, waits for the local copy.
 const FOLLOW_WAIT: Duration = Duration::from_secs(10);
+/// Objects read and sent at once when an embedded store seeds a shared one.
+const SEED_PAGE: usize = 1_000;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -224,15 +226,30 @@ impl Store {
         written.map(drop).map_err(into_storage)
     }
 
-    /// Every live object, as a snapshot to seed a shared store with.
-    fn live_objects(&self) -> Result<Vec<Replicated>, StorageError> {
-        let page = self
-            .list(&ListOptions::default(), &mut |_| true)
-            .map_err(|e| StorageError::Shared(e.to_string()))?;
-        Ok(page
-            .items
-            .into_iter()
-            .map(|item| Replicated {
+    /// The live objects at `revision`, a page at a time from the start: what seeds a shared
+    /// store, without holding the whole store in memory.
+    fn live_pages(
+        &self,
+        revision: u64,
+    ) -> impl FnMut() -> Result<Option<Vec<Replicated>>, StorageError> + '_ {
+        let mut after: Option<String> = None;
+        let mut done = false;
+        move || {
+            if done {
+                return Ok(None);
+            }
+            let options = ListOptions {
+                after: after.as_deref(),
+                limit: Some(SEED_PAGE),
+                revision: Some(revision),
+                ..ListOptions::default()
+            };
+            let page = self
+                .list(&options, &mut |_| true)
+                .map_err(|e| StorageError::Shared(e.to_string()))?;
+            done = !page.more;
+            after = page.items.last().map(|item| item.key.clone());
+            let objects = page.items.into_iter().map(|item| Replicated {
                 revision: item.revision,
                 committed_at_ms: 0,
                 key: item.key,
@@ -242,8 +259,9 @@ impl Store {
                     .iter()
                     .map(|(n, v)| (n.to_string(), v.to_string()))
                     .collect(),
-            })
-            .collect())
+            });
+            Ok(Some(objects.collect()))
+        }
     }
 
     /// When this store, following a shared log, last read it; None when it follows none or
@@ -312,7 +330,7 @@ impl Store {
                          which is not empty"
                     )));
                 }
-                log.seed(self.live_objects()?, revision).await?;
+                log.seed(revision, self.live_pages(revision)).await?;
             }
         }
         self.set_history(history).await?;
