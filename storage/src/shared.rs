@@ -293,32 +293,78 @@ impl SharedLog {
         Ok(changes.map(replicated).collect())
     }
 
-    /// The latest state, read in one snapshot: its revision, and every object with its own
-    /// revision, for [`Store::restore`](crate::Store::restore).
-    pub async fn snapshot(&self) -> Result<(u64, Vec<Replicated>), StorageError> {
+    /// The latest state, read in one snapshot a page at a time: its revision, and the pages
+    /// of its objects (each with its own revision) as they are read, for
+    /// [`Store::restore`](crate::Store::restore). The pages end after the last, or with the
+    /// error that ended the read.
+    pub async fn snapshot(&self) -> Result<(u64, mpsc::Receiver<Pages>), StorageError> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
+        let (revision, revision_read) = oneshot::channel();
+        let (pages, received) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let tx = match begin_snapshot(&mut client).await {
+                Ok((tx, at)) => {
+                    let _ = revision.send(Ok(at));
+                    tx
+                }
+                Err(e) => return drop(revision.send(Err(e))),
+            };
+            if let Err(e) = read_snapshot(&tx, &pages).await {
+                let _ = pages.send(Err(e)).await;
+            }
+        });
+        let revision = revision_read.await.map_err(|_| StorageError::Closed)??;
+        Ok((revision, received))
+    }
+}
+
+/// A page of a snapshot's objects, or why the snapshot ended.
+pub type Pages = Result<Vec<Replicated>, StorageError>;
+
+/// Objects read at once from a snapshot.
+const SNAPSHOT_PAGE: i64 = 1_000;
+
+/// Opens the repeatable-read transaction a snapshot is read in, and reads its revision.
+async fn begin_snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<(deadpool_postgres::Transaction<'_>, u64), StorageError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(shared_error)?;
+    let at = query_one(&tx, "SELECT revision FROM catalog_meta WHERE id = 1", &[]).await?;
+    let at = at.get::<_, i64>(0) as u64;
+    Ok((tx, at))
+}
+
+/// Reads a snapshot's objects in key order, a page at a time, to `pages`.
+async fn read_snapshot(
+    tx: &deadpool_postgres::Transaction<'_>,
+    pages: &mpsc::Sender<Pages>,
+) -> Result<(), StorageError> {
+    let mut after = String::new();
+    loop {
+        let rows = query(
+            tx,
+            "SELECT revision, 0::bigint, key, value, index_names, index_values
+             FROM catalog_objects WHERE key > $1 ORDER BY key LIMIT $2",
+            &[&after, &SNAPSHOT_PAGE],
+        )
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.get(2);
+        if pages
+            .send(Ok(rows.iter().map(replicated).collect()))
             .await
-            .map_err(shared_error)?;
-        let revision = tx
-            .query_one("SELECT revision FROM catalog_meta WHERE id = 1", &[])
-            .await
-            .map_err(shared_error)?
-            .get::<_, i64>(0) as u64;
-        let rows = tx
-            .query(
-                "SELECT revision, 0::bigint, key, value, index_names, index_values
-                 FROM catalog_objects ORDER BY key",
-                &[],
-            )
-            .await
-            .map_err(shared_error)?;
-        tx.commit().await.map_err(shared_error)?;
-        Ok((revision, rows.iter().map(replicated).collect()))
+            .is_err()
+        {
+            return Ok(());
+        }
     }
 }
 

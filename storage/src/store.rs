@@ -264,6 +264,19 @@ impl Store {
         }
     }
 
+    /// Whether this store holds no object (read from the engine: a store part way through a
+    /// restore is not readable at its revision).
+    fn is_empty(&self) -> Result<bool, StorageError> {
+        let view = self.core().engine.view()?;
+        let mut empty = true;
+        let end = codec::prefix_end(codec::OBJECTS);
+        view.scan(codec::OBJECTS, &end, &mut |_, _| {
+            empty = false;
+            std::ops::ControlFlow::Break(())
+        })?;
+        Ok(empty)
+    }
+
     /// When this store, following a shared log, last read it; None when it follows none or
     /// has not read it yet.
     pub fn followed_at(&self) -> Option<SystemTime> {
@@ -316,9 +329,20 @@ impl Store {
                     });
                 }
             }
+            // A restore that did not finish: its pages are of an older snapshot.
+            (None, 0) if !self.is_empty()? => {
+                return Err(StorageError::Stale {
+                    revision: 0,
+                    compacted: log.compacted().await?,
+                    latest: log.revision().await?,
+                });
+            }
             (None, 0) => {
-                let (at, objects) = log.snapshot().await?;
-                self.restore(objects, Some(at))
+                let (at, mut pages) = log.snapshot().await?;
+                while let Some(page) = pages.recv().await {
+                    self.restore(page?, None).await.map_err(into_storage)?;
+                }
+                self.restore(Vec::new(), Some(at))
                     .await
                     .map_err(into_storage)?;
             }

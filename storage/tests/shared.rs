@@ -156,8 +156,23 @@ fn local_stores_follow_the_log_or_restore_its_snapshot() {
             .unwrap();
         assert_eq!(follower.revision(), 12);
 
-        let (at, objects) = log.snapshot().await.unwrap();
+        let (at, mut pages) = log.snapshot().await.unwrap();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.recv().await {
+            objects.extend(page.unwrap());
+        }
         assert_eq!((at, objects.len()), (12, 9));
+        // A restore that stopped part way is not continued but rebuilt.
+        let interrupted = open("interrupted");
+        interrupted
+            .restore(objects[..4].to_vec(), None)
+            .await
+            .unwrap();
+        let refused = interrupted.follow(log.clone()).await;
+        assert!(
+            matches!(refused, Err(StorageError::Stale { revision: 0, .. })),
+            "{refused:?}"
+        );
         let restored = open("restored");
         restored.restore(objects, Some(at)).await.unwrap();
         assert_eq!(contents(&restored), contents(&follower));
