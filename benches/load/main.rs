@@ -19,9 +19,11 @@ use clap::Parser;
 #[derive(Parser, Clone, Debug)]
 #[command(about = "Load generator and benchmark for catalog-apiserver")]
 pub struct Args {
-    /// kubeconfig reaching the server (standalone writes one in its data directory).
-    #[arg(long)]
-    kubeconfig: PathBuf,
+    /// kubeconfig reaching the server (standalone writes one in its data directory); several
+    /// (comma-separated, or the flag repeated) spread the requests over the replicas they reach,
+    /// in turn.
+    #[arg(long, required = true, value_delimiter = ',')]
+    kubeconfig: Vec<PathBuf>,
     /// Entries to have in the catalog before the scenarios run.
     #[arg(long, default_value_t = 10_000)]
     seed: usize,

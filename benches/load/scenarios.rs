@@ -37,10 +37,36 @@ const ARCHITECTURES: [&str; 4] = ["x86_64", "aarch64", "amd64", "arm64"];
 const FORMATS: [&str; 4] = ["qcow2", "raw", "container", "simg"];
 const TIERS: [&str; 3] = ["gold", "silver", "bronze"];
 
+/// The clients of the replicas the load goes to, each request to the next in turn.
 #[derive(Clone)]
-pub struct Client(pub kube::Client);
+pub struct Client {
+    replicas: Arc<[kube::Client]>,
+    next: Arc<AtomicU64>,
+}
 
 impl Client {
+    async fn connect(kubeconfigs: &[std::path::PathBuf]) -> Result<Client, String> {
+        let mut replicas = Vec::new();
+        for path in kubeconfigs {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            replicas.push(kube::Client::try_from(config).map_err(|e| e.to_string())?);
+        }
+        Ok(Client {
+            replicas: replicas.into(),
+            next: Arc::default(),
+        })
+    }
+
+    /// The client the next request goes through.
+    pub fn replica(&self) -> &kube::Client {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        &self.replicas[turn % self.replicas.len()]
+    }
+
     async fn send(
         &self,
         method: &str,
@@ -62,7 +88,11 @@ impl Client {
         request: http::Result<http::Request<kube::client::Body>>,
     ) -> Result<(u16, Bytes), String> {
         let request = request.map_err(|e| e.to_string())?;
-        let response = self.0.send(request).await.map_err(|e| e.to_string())?;
+        let response = self
+            .replica()
+            .send(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let code = response.status().as_u16();
         let bytes = response
             .into_body()
@@ -79,7 +109,11 @@ impl Client {
         let request = http::Request::get(path)
             .body(kube::client::Body::empty())
             .map_err(|e| e.to_string())?;
-        let response = self.0.send(request).await.map_err(|e| e.to_string())?;
+        let response = self
+            .replica()
+            .send(request)
+            .await
+            .map_err(|e| e.to_string())?;
         if response.status() != 200 {
             return Err(format!("GET {path}: {}", response.status()));
         }
@@ -357,7 +391,7 @@ async fn watcher(
         ))
         .body(kube::client::Body::empty())
         .expect("a valid request");
-        let response = client.0.send(request).await;
+        let response = client.replica().send(request).await;
         if let Some(started) = started.take() {
             started.wait().await;
         }
@@ -509,12 +543,7 @@ fn wanted(args: &Args, scenario: &str) -> bool {
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(&args.kubeconfig).map_err(|e| e.to_string())?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let client = Client(kube::Client::try_from(config).map_err(|e| e.to_string())?);
+    let client = Client::connect(&args.kubeconfig).await?;
     seed(&client, &args).await?;
     let (n, namespaces, duration, concurrency) = (
         args.seed.max(1),

@@ -56,7 +56,11 @@ async fn read_whole(client: &Client, kind: Kind, slow: bool) -> Result<u64, Stri
         .header("Accept", accept)
         .body(kube::client::Body::empty())
         .map_err(|e| e.to_string())?;
-    let response = client.0.send(request).await.map_err(|e| e.to_string())?;
+    let response = client
+        .replica()
+        .send(request)
+        .await
+        .map_err(|e| e.to_string())?;
     if response.status() != 200 {
         return Err(format!("GET {path}: {}", response.status()));
     }
