@@ -181,6 +181,11 @@ pub struct Serving {
     /// The same, read from a file (a mounted Secret).
     #[arg(long, conflicts_with = "store")]
     pub store_file: Option<PathBuf>,
+    /// PEM file of the CAs that sign PostgreSQL's server certificate: connections then use
+    /// TLS (as they do with `sslmode=require`, trusting the system's roots without this), and
+    /// the certificate, host name included, must verify.
+    #[arg(long, env = "CATALOG_STORE_CA")]
+    pub store_ca: Option<PathBuf>,
     /// Open connections at most; at the cap the longest-idle one is closed to make room
     /// (default: the descriptor limit less an eighth).
     #[arg(long)]

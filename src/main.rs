@@ -14,7 +14,7 @@ mod verify;
 use std::path::Path;
 use std::sync::Arc;
 
-use catalog_storage::{Options, PostgresConfig, SharedLog, StorageError, Store};
+use catalog_storage::{Options, Postgres, PostgresConfig, SharedLog, StorageError, Store};
 use clap::Parser;
 use tokio::sync::watch;
 
@@ -248,9 +248,9 @@ async fn follow_shared(
     store: Store,
     dir: &Path,
     options: Options,
-    config: PostgresConfig,
+    postgres: Postgres,
 ) -> Result<Store, Failure> {
-    let log = SharedLog::connect(config)
+    let log = SharedLog::connect(postgres)
         .await
         .map_err(|e| format!("connecting to the shared store: {e}"))?;
     let store = match store.follow(log.clone()).await {
@@ -268,8 +268,9 @@ async fn follow_shared(
     Ok(store)
 }
 
-/// The PostgreSQL store this replica shares, from `--store` or `--store-file`.
-fn shared_store(serving: &Serving) -> Result<Option<PostgresConfig>, Failure> {
+/// The PostgreSQL store this replica shares, from `--store` or `--store-file`, and
+/// `--store-ca`.
+fn shared_store(serving: &Serving) -> Result<Option<Postgres>, Failure> {
     let text = match (&serving.store, &serving.store_file) {
         (Some(text), _) => text.clone(),
         (None, Some(path)) => read_text(path)?.trim().to_string(),
@@ -279,7 +280,11 @@ fn shared_store(serving: &Serving) -> Result<Option<PostgresConfig>, Failure> {
     let config = text
         .parse::<PostgresConfig>()
         .map_err(|_| "--store is not a PostgreSQL connection string".to_string())?;
-    Ok(Some(config))
+    let ca_pem = serving.store_ca.as_deref().map(read_text).transpose()?;
+    Ok(Some(Postgres {
+        config,
+        ca_pem: ca_pem.map(String::into_bytes),
+    }))
 }
 
 async fn run(

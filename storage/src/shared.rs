@@ -20,10 +20,13 @@ use std::sync::Arc;
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls, Row, Statement};
+use tokio_postgres::{AsyncMessage, NoTls, Row, Socket, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::committer::{Op, Replicated, check_index_pairs};
+use crate::postgres_tls::Postgres;
 use crate::{ReadError, StorageError, WriteError};
 
 /// The channel a commit notifies, with its last revision as payload.
@@ -79,6 +82,7 @@ pub struct SharedLog {
     pool: Pool,
     /// For the listener's own connection.
     config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
     /// This replica's writes, committed in groups.
     writes: mpsc::UnboundedSender<WriteRequest>,
     /// Consistent reads waiting for the current revision, answered in batches.
@@ -99,14 +103,15 @@ impl Listener {
 
 impl SharedLog {
     /// Connects (lazily, through a pool) and creates the tables if they are missing.
-    pub async fn connect(config: tokio_postgres::Config) -> Result<SharedLog, StorageError> {
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+    pub async fn connect(postgres: impl Into<Postgres>) -> Result<SharedLog, StorageError> {
+        let (config, tls) = postgres.into().connector()?;
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), recycling),
+            None => Manager::from_config(config.clone(), NoTls, recycling),
+        };
         // Bounded waits everywhere: with PostgreSQL gone a write fails in seconds, not hangs.
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
@@ -123,6 +128,7 @@ impl SharedLog {
         let log = SharedLog {
             pool,
             config,
+            tls,
             writes,
             revision_requests,
         };
@@ -143,24 +149,10 @@ impl SharedLog {
 
     /// Listens for commits on a connection of its own: each wakes `woken`.
     pub(crate) async fn listen(&self, woken: Arc<Notify>) -> Result<Listener, StorageError> {
-        let (client, mut connection) = self.config.connect(NoTls).await.map_err(shared_error)?;
-        let task = tokio::spawn(async move {
-            loop {
-                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                    Some(Ok(AsyncMessage::Notification(_))) => woken.notify_one(),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return,
-                }
-            }
-        });
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await
-            .map_err(shared_error)?;
-        Ok(Listener {
-            _client: client,
-            task,
-        })
+        match &self.tls {
+            Some(tls) => listen(&self.config, tls.clone(), woken).await,
+            None => listen(&self.config, NoTls, woken).await,
+        }
     }
 
     async fn meta<T: for<'a> tokio_postgres::types::FromSql<'a>>(
@@ -366,6 +358,35 @@ async fn read_snapshot(
             return Ok(());
         }
     }
+}
+
+async fn listen<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    woken: Arc<Notify>,
+) -> Result<Listener, StorageError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config.connect(tls).await.map_err(shared_error)?;
+    let task = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => woken.notify_one(),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(shared_error)?;
+    Ok(Listener {
+        _client: client,
+        task,
+    })
 }
 
 /// One column of the `catalog_meta` row.

@@ -14,6 +14,11 @@ use catalog_storage::*;
 use common::{contents, runtime};
 use postgres::Postgres;
 
+// The storage tests use its server certificates only.
+#[allow(dead_code)]
+#[path = "../../tests/server/pki.rs"]
+mod pki;
+
 fn value(key: &str) -> BuildValue {
     let key = key.to_string();
     Box::new(move |revision| Bytes::from(format!("{key}@{revision}")))
@@ -43,8 +48,8 @@ fn revisions_from_many_replicas_are_gap_free_and_in_commit_order() {
     rt.block_on(async {
         // Connected at once, as replicas starting together do: the tables are made once.
         let (a, b) = tokio::join!(
-            SharedLog::connect(postgres.config().parse().unwrap()),
-            SharedLog::connect(postgres.config().parse().unwrap()),
+            SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap()),
+            SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap()),
         );
         let replicas = [a.unwrap(), b.unwrap()];
         let mut writers = Vec::new();
@@ -79,12 +84,12 @@ fn preconditions_are_decided_in_postgres_so_one_replica_wins() {
     let rt = runtime();
     rt.block_on(async {
         let a = Arc::new(
-            SharedLog::connect(postgres.config().parse().unwrap())
+            SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap())
                 .await
                 .unwrap(),
         );
         let b = Arc::new(
-            SharedLog::connect(postgres.config().parse().unwrap())
+            SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap())
                 .await
                 .unwrap(),
         );
@@ -133,7 +138,7 @@ fn local_stores_follow_the_log_or_restore_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
     rt.block_on(async {
-        let log = SharedLog::connect(postgres.config().parse().unwrap())
+        let log = SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap())
             .await
             .unwrap();
         for i in 0..10 {
@@ -208,14 +213,14 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
     rt.block_on(async {
         let (a, b) = (open("a"), open("b"));
         a.follow(
-            SharedLog::connect(postgres.config().parse().unwrap())
+            SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap())
                 .await
                 .unwrap(),
         )
         .await
         .unwrap();
         b.follow(
-            SharedLog::connect(postgres.config().parse().unwrap())
+            SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap())
                 .await
                 .unwrap(),
         )
@@ -246,7 +251,7 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
         // A replica started later restores the log's snapshot, then follows it.
         let c = open("c");
         c.follow(
-            SharedLog::connect(postgres.config().parse().unwrap())
+            SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap())
                 .await
                 .unwrap(),
         )
@@ -270,7 +275,7 @@ fn followers_resume_after_postgres_restarts() {
     let (a, b) = (open("a"), open("b"));
     rt.block_on(async {
         for store in [&a, &b] {
-            let log = SharedLog::connect(postgres.config().parse().unwrap());
+            let log = SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap());
             store.follow(log.await.unwrap()).await.unwrap();
         }
         a.write(vec![create("ns/before")]).await.unwrap();
@@ -303,7 +308,7 @@ fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join()
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
-    let connect = || SharedLog::connect(postgres.config().parse().unwrap());
+    let connect = || SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap());
     rt.block_on(async {
         // Two stores of their own, as two embedded installations would have.
         let (embedded, other) = (open("embedded"), open("other"));
@@ -349,7 +354,7 @@ fn writes_grouped_in_one_transaction_each_stand_or_fall_alone() {
     let postgres = Postgres::start();
     let rt = runtime();
     rt.block_on(async {
-        let log = SharedLog::connect(postgres.config().parse().unwrap())
+        let log = SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap())
             .await
             .unwrap();
         // Fifty creates at once, each key twice: they share transactions, and in each pair
@@ -382,7 +387,7 @@ fn a_copy_ahead_of_a_restored_shared_store_is_refused_for_rebuilding() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let open = || Store::open(&dir.path().join("copy"), Options::default()).unwrap();
-    let connect = || SharedLog::connect(postgres.config().parse().unwrap());
+    let connect = || SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap());
     rt.block_on(async {
         let copy = open();
         copy.follow(connect().await.unwrap()).await.unwrap();
@@ -408,5 +413,41 @@ fn a_copy_ahead_of_a_restored_shared_store_is_refused_for_rebuilding() {
             ),
             "{refused:?}"
         );
+    });
+}
+
+#[test]
+fn tls_to_postgres_verifies_the_servers_certificate() {
+    let ca = pki::Ca::new("postgres-ca");
+    let issued = ca.server("postgres");
+    let postgres = Postgres::start_with_tls(&issued.cert, &issued.key);
+    let config: PostgresConfig = postgres.config().parse::<PostgresConfig>().unwrap();
+    let with_ca = |pem: &str| catalog_storage::Postgres {
+        config: config.clone(),
+        ca_pem: Some(pem.as_bytes().to_vec()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        // The server takes TLS only: without a CA (and sslmode=prefer) the replica does not
+        // use it, and is refused.
+        let plaintext = SharedLog::connect(config.clone()).await;
+        assert!(plaintext.is_err(), "a plaintext connection was accepted");
+        let stranger = pki::Ca::new("another-ca");
+        let unverified = SharedLog::connect(with_ca(&stranger.pem)).await;
+        let error = unverified
+            .err()
+            .expect("a certificate of another CA was trusted");
+        assert!(error.to_string().contains("certificate"), "{error}");
+
+        let log = SharedLog::connect(with_ca(&ca.pem)).await.unwrap();
+        let follower = Store::open(dir.path(), Options::default()).unwrap();
+        follower
+            .follow(SharedLog::connect(with_ca(&ca.pem)).await.unwrap())
+            .await
+            .unwrap();
+        let revision = log.write(vec![create("ns/over-tls")]).await.unwrap();
+        // The follower hears of it on its listening connection, over TLS too.
+        follower.wait_for(revision).await.unwrap();
+        assert!(follower.get("ns/over-tls").unwrap().is_some());
     });
 }

@@ -458,3 +458,34 @@ fn a_replica_ahead_of_a_restored_database_rebuilds_its_copy() {
         assert_eq!(names(&a.http()).await, ["kept", "new"]);
     });
 }
+
+#[test]
+fn a_replica_reaches_postgres_over_verified_tls_with_store_ca() {
+    let ca = super::pki::Ca::new("postgres-ca");
+    let issued = ca.server("postgres");
+    // A PostgreSQL that refuses connections without TLS.
+    let postgres = Postgres::start_with_tls(&issued.cert, &issued.key);
+    let trust = tempfile::tempdir().unwrap();
+    let ca_file = trust.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let server = Server::start_with(&[
+        "--store",
+        &postgres.config(),
+        "--store-ca",
+        ca_file.to_str().unwrap(),
+    ]);
+    runtime().block_on(async {
+        let http = server.http();
+        let created = http
+            .request(
+                "POST",
+                &format!("{BASE}/namespaces/shared/catalogimages"),
+                "application/json",
+                &image_json("shared", "over-tls", "cs9").to_string(),
+            )
+            .await;
+        assert_eq!(created.0, 201, "{}", created.1);
+        let path = format!("{BASE}/namespaces/shared/catalogimages/over-tls");
+        assert_eq!(http.request("GET", &path, "", "").await.0, 200);
+    });
+}

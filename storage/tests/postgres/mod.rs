@@ -43,6 +43,15 @@ fn free_port() -> u16 {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::launch(None)
+    }
+
+    /// A server that accepts only TLS connections, with this certificate and key (PEM).
+    pub fn start_with_tls(cert: &str, key: &str) -> Postgres {
+        Postgres::launch(Some((cert, key)))
+    }
+
+    fn launch(tls: Option<(&str, &str)>) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         if is_root() {
             let status = Command::new("chown")
@@ -65,6 +74,9 @@ impl Postgres {
             .status()
             .unwrap();
         assert!(initdb.success(), "initdb failed");
+        if let Some((cert, key)) = tls {
+            serve_tls_only(&data, cert, key);
+        }
         let mut postgres = Postgres {
             dir,
             port: free_port(),
@@ -154,6 +166,37 @@ impl Postgres {
             self.port
         )
     }
+}
+
+/// Configures the cluster in `data` to serve TLS with `cert` and `key`, and to refuse
+/// connections without it.
+fn serve_tls_only(data: &Path, cert: &str, key: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let files = [
+        ("server.crt", cert.to_string()),
+        ("server.key", key.to_string()),
+        (
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n".to_string(),
+        ),
+    ];
+    for (name, text) in files {
+        let path = data.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    let conf = data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nssl = on\n");
+    std::fs::write(conf, text).unwrap();
 }
 
 impl Drop for Postgres {
