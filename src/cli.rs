@@ -157,6 +157,37 @@ pub struct Standalone {
     pub serving: Serving,
 }
 
+/// The listener that serves the OpenShift console plugin's files.
+#[derive(clap::Args)]
+pub struct ConsolePlugin {
+    /// Address to serve the console plugin's files on (HTTPS, no client certificate asked);
+    /// off without it.
+    #[arg(id = "console_plugin_bind", long = "console-plugin-bind")]
+    pub bind: Option<SocketAddr>,
+    /// The plugin's built files (`console-plugin/dist`; the image has them here).
+    #[arg(
+        id = "console_plugin_dir",
+        long = "console-plugin-dir",
+        default_value = "/usr/share/catalog-apiserver/console-plugin"
+    )]
+    pub dir: PathBuf,
+    /// Its serving certificate (PEM chain), for a Service of its own (OpenShift's service CA
+    /// issues one per Service); default: the API's.
+    #[arg(
+        id = "console_plugin_cert",
+        long = "console-plugin-tls-cert-file",
+        requires = "console_plugin_key"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key.
+    #[arg(
+        id = "console_plugin_key",
+        long = "console-plugin-tls-private-key-file",
+        requires = "console_plugin_cert"
+    )]
+    pub key_file: Option<PathBuf>,
+}
+
 /// Flags every serving mode shares.
 #[derive(clap::Args)]
 pub struct Serving {
@@ -186,6 +217,8 @@ pub struct Serving {
     /// the certificate, host name included, must verify.
     #[arg(long, env = "CATALOG_STORE_CA")]
     pub store_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub console_plugin: ConsolePlugin,
     /// Open connections at most; at the cap the longest-idle one is closed to make room
     /// (default: the descriptor limit less an eighth).
     #[arg(long)]

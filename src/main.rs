@@ -28,6 +28,9 @@ use crate::server::tls::ServingCertificate;
 /// Why a command stopped: any module's error, printed as one line.
 type Failure = Box<dyn std::error::Error>;
 
+/// How often the console plugin listener's own certificate files are checked for a new one.
+const PLUGIN_CERTIFICATE_RELOAD: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -89,8 +92,7 @@ async fn standalone(args: Standalone) -> Result<(), Failure> {
         "127.0.0.1".to_string(),
     ];
     let files = certs::ensure_standalone(dir, &hosts)?;
-    let serving = ServingCertificate::load(&files.serving_cert, &files.serving_key)?;
-    let tls = server::tls::server_config(serving)?;
+    let certificate = ServingCertificate::load(&files.serving_cert, &files.serving_key)?;
     let ca = read_text(&files.ca)?;
     let auth = Auth::standalone(
         auth::config::Sources {
@@ -112,7 +114,7 @@ async fn standalone(args: Standalone) -> Result<(), Failure> {
     let (_always, leading) = watch::channel(true);
     run(
         listener,
-        tls,
+        certificate,
         Arc::new(auth),
         None,
         leading,
@@ -169,9 +171,8 @@ async fn import_entries(args: Import) -> Result<(), Failure> {
 }
 
 async fn serve(args: Serve) -> Result<(), Failure> {
-    let serving = ServingCertificate::load(&args.tls_cert_file, &args.tls_private_key_file)?;
-    serving.clone().watch(args.tls_reload_interval);
-    let tls = server::tls::server_config(serving)?;
+    let certificate = ServingCertificate::load(&args.tls_cert_file, &args.tls_private_key_file)?;
+    certificate.clone().watch(args.tls_reload_interval);
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let flags = auth::config::Sources {
         client_ca: args.client_ca_file.as_deref().map(read_text).transpose()?,
@@ -225,7 +226,7 @@ async fn serve(args: Serve) -> Result<(), Failure> {
     }
     run(
         listener,
-        tls,
+        certificate,
         auth,
         Some(client),
         leading,
@@ -289,7 +290,7 @@ fn shared_store(serving: &Serving) -> Result<Option<Postgres>, Failure> {
 
 async fn run(
     listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    certificate: Arc<ServingCertificate>,
     auth: Arc<Auth>,
     cluster: Option<kube::Client>,
     leading: watch::Receiver<bool>,
@@ -312,15 +313,16 @@ async fn run(
         .max_connections
         .unwrap_or_else(|| server::connections::default_max_connections(descriptors));
     tracing::info!(descriptors, max_connections, "connection limits");
+    let limits = server::ConnectionLimits {
+        max_connections,
+        header_read_timeout: serving.request_header_timeout,
+        idle_timeout: serving.idle_connection_timeout,
+    };
     let config = server::Config {
         bookmark_interval: serving.watch_bookmark_interval,
         max_body_bytes: registry::MAX_OBJECT_BYTES,
         body_read_timeout: serving.request_body_timeout,
-        connections: server::ConnectionLimits {
-            max_connections,
-            header_read_timeout: serving.request_header_timeout,
-            idle_timeout: serving.idle_connection_timeout,
-        },
+        connections: limits.clone(),
         panic_path: serving.fault_panic_path,
     };
     let registry = registry::Registry::new(store);
@@ -343,11 +345,39 @@ async fn run(
         stopped.clone(),
     ));
     tracing::info!(address = %listener.local_addr().map_err(|e| e.to_string())?, "serving");
+    if let Some(bind) = serving.console_plugin.bind {
+        let plugin = &serving.console_plugin;
+        let assets = server::Assets::load(&plugin.dir, limits.clone())?;
+        let certificate = match (&plugin.cert_file, &plugin.key_file) {
+            (Some(cert), Some(key)) => {
+                let own = ServingCertificate::load(cert, key)?;
+                // OpenShift's service CA renews it in place, well before it expires.
+                own.clone().watch(PLUGIN_CERTIFICATE_RELOAD);
+                own
+            }
+            _ => certificate.clone(),
+        };
+        let tls = server::tls::server_config_without_client_certificates(certificate)?;
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| format!("binding {bind}: {e}"))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%address, "serving the console plugin");
+        let grace = serving.shutdown_grace;
+        tokio::spawn(server::serve(
+            listener,
+            tls,
+            Arc::new(assets),
+            stopped.clone(),
+            grace,
+        ));
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
+    let tls = server::tls::server_config(certificate)?;
     server::serve(listener, tls, app, stopped, serving.shutdown_grace).await;
     // The store closes when the last handle drops: every acknowledged write is already durable.
     tracing::info!("stopped");

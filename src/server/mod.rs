@@ -1,6 +1,7 @@
 //! The HTTPS surface: TLS, who is asking, what the request is about, and dispatch to one
 //! handler per verb. Failures arrive as `api::status::ApiError`s and are written out here.
 
+mod assets;
 pub mod connections;
 mod decode;
 mod documents;
@@ -91,6 +92,35 @@ pub struct App {
     shutdown: signal::Receiver<bool>,
 }
 
+pub use self::assets::Assets;
+
+/// What answers the requests of a listener.
+pub trait Handler: Send + Sync + 'static {
+    fn connection_limits(&self) -> &ConnectionLimits;
+
+    /// Answers one request; the request body comes back with the response when it was not
+    /// read, to be dropped only once the response is out.
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> impl Future<Output = (Response<Body>, Incoming)> + Send;
+}
+
+impl Handler for App {
+    fn connection_limits(&self) -> &ConnectionLimits {
+        &self.config.connections
+    }
+
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> impl Future<Output = (Response<Body>, Incoming)> + Send {
+        self.answer(request, peer)
+    }
+}
+
 /// What a request is about, from its method, path and query.
 struct About<'a> {
     target: &'a Target,
@@ -104,7 +134,7 @@ struct About<'a> {
 /// proved it holds the key; whether the chain is trusted is for the authenticator to say, and
 /// it remembers its answer for the connection).
 #[derive(Clone, Default)]
-struct Peer {
+pub struct Peer {
     chain: Arc<Vec<CertificateDer<'static>>>,
     verdicts: Arc<ChainVerdicts>,
 }
@@ -150,7 +180,7 @@ impl App {
     /// Answers one request. The request body is handed back with the response when it was
     /// not read, to be dropped only once the response is out: an HTTP/2 stream reset before
     /// the answer would hide a 401 or 413 from the client.
-    async fn handle(
+    async fn answer(
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: Peer,
@@ -401,15 +431,15 @@ async fn read_body(
 
 /// Accepts TLS connections until `stop` turns true, then stops accepting, lets watches end,
 /// and waits (up to `drain`) for in-flight requests.
-pub async fn serve(
+pub async fn serve<H: Handler>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    app: Arc<App>,
+    app: Arc<H>,
     mut stop: signal::Receiver<bool>,
     drain: Duration,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let limits = &app.config.connections;
+    let limits = app.connection_limits();
     let connections = Connections::new(limits.max_connections, limits.idle_timeout);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -474,12 +504,12 @@ pub async fn serve(
 }
 
 /// One connection, from its TLS handshake to its end, in its place among the open ones.
-async fn serve_connection(
+async fn serve_connection<H: Handler>(
     tcp: tokio::net::TcpStream,
     remote: SocketAddr,
     slot: Arc<Slot>,
     acceptor: TlsAcceptor,
-    app: Arc<App>,
+    app: Arc<H>,
     builder: auto::Builder<TokioExecutor>,
     stop: signal::Receiver<bool>,
 ) {

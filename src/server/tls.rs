@@ -55,6 +55,20 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A server configuration presenting `serving` and asking for no client certificate: for
+/// files anyone may fetch (the console plugin's).
+pub fn server_config_without_client_certificates(
+    serving: Arc<ServingCertificate>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(serving);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Asks for a client certificate and checks that the client holds its key (the handshake
 /// signature), leaving the chain to the authenticator.
 #[derive(Debug)]
