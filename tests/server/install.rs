@@ -209,6 +209,71 @@ fn every_overlay_renders_validates_and_installs_completely() {
         ),
         (Some(2), None)
     );
+
+    // On OpenShift with the console plugin, and several replicas: the two Components compose.
+    let overlay = copy.path().join("overlays/openshift-console");
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources: [../../certs/openshift]\n\
+         components: [../../deploy/openshift-console, ../../deploy/ha]\n",
+    )
+    .unwrap();
+    check_console_plugin(&render(&overlay));
+}
+
+/// The ConsolePlugin reaches the plugin listener through its Service, with the certificate the
+/// service CA issues for that Service, under the plugin's own name.
+fn check_console_plugin(objects: &[Value]) {
+    check_installation(objects);
+    let package: Value = serde_json::from_str(
+        &std::fs::read_to_string(repository().join("console-plugin/package.json")).unwrap(),
+    )
+    .unwrap();
+    let name = package["consolePlugin"]["name"].as_str().unwrap();
+    let backend = &find(objects, "ConsolePlugin", name)["spec"]["backend"]["service"];
+    let service = find(objects, "Service", backend["name"].as_str().unwrap());
+    assert_eq!(service["spec"]["ports"][0]["port"], backend["port"]);
+    let statefulset = find(objects, "StatefulSet", "catalog-apiserver");
+    let pod = &statefulset["spec"]["template"]["spec"];
+    assert_eq!(statefulset["spec"]["replicas"], 3);
+    let container = &pod["containers"][0];
+    let port = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == service["spec"]["ports"][0]["targetPort"])
+        .expect("the Service's target port is the container's");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let bind = format!("--console-plugin-bind=0.0.0.0:{}", port["containerPort"]);
+    assert!(args.contains(&bind.as_str()), "{args:?}");
+    let secret =
+        service["metadata"]["annotations"]["service.beta.openshift.io/serving-cert-secret-name"]
+            .as_str()
+            .unwrap();
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == secret)
+        .expect("the service CA's Secret is mounted");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap();
+    let cert = format!(
+        "--console-plugin-tls-cert-file={}/tls.crt",
+        mount["mountPath"].as_str().unwrap()
+    );
+    assert!(args.contains(&cert.as_str()), "{args:?}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod auth;
 mod cascading;
 mod client_go;
 mod common;
+mod console;
 mod errors;
 mod fidelity;
 mod hardening;
