@@ -341,8 +341,8 @@ fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join()
         let fresh = open("fresh");
         fresh.follow(connect().await.unwrap()).await.unwrap();
         assert_eq!(contents(&fresh), before);
+        let next = fresh.revision() + 1;
         let written = fresh.write(vec![create("ns/c")]).await.unwrap();
-        let next = embedded.revision() + 1;
         assert_eq!(written[0].revision, next);
         embedded.wait_for(next).await.unwrap();
         assert_eq!(contents(&embedded), contents(&fresh));
