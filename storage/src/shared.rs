@@ -367,6 +367,8 @@ async fn read_snapshot(
     }
 }
 
+/// A connection of its own, with `tls` (or none), that listens on the log's channel and wakes
+/// `woken` at each notification; closed when its connection ends.
 async fn listen<T>(
     config: &tokio_postgres::Config,
     tls: T,
