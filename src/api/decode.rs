@@ -17,6 +17,22 @@ pub enum FieldValidation {
     Strict,
 }
 
+/// A field's path as kube-apiserver writes it in warnings: `spec.metadata.targets[0].name`.
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
 /// Decodes `value` as a CatalogImage; returns it with the warnings to send.
 pub fn decode_object(
     value: &Value,
@@ -37,7 +53,7 @@ pub fn decode_object(
         }
     }
     let mut unknown = Vec::new();
-    let mut record = |path: serde_ignored::Path| unknown.push(path.to_string());
+    let mut record = |path: serde_ignored::Path| unknown.push(field_path(&path));
     let deserializer = serde_ignored::Deserializer::new(value, &mut record);
     let image: CatalogImage = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let field = e.path().to_string();
@@ -59,5 +75,39 @@ pub fn decode_object(
         ))),
         FieldValidation::Warn => Ok((image, unknown)),
         _ => Ok((image, Vec::new())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_found_at_any_depth() {
+        let object = serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": "a"},
+            "spec": {"registryUrl": "quay.io/a/b:1", "bogus": 1},
+            "status": {"registryMetadata": {"platformVariants": [
+                {"os": "linux", "platform": {"os": "linux"}}
+            ]}},
+        });
+        let (image, warnings) = decode_object(&object, FieldValidation::Warn).unwrap();
+        assert_eq!(
+            warnings,
+            [
+                r#"unknown field "spec.bogus""#,
+                r#"unknown field "status.registryMetadata.platformVariants[0].platform""#,
+            ]
+        );
+        let variants = image
+            .status
+            .unwrap()
+            .registry_metadata
+            .unwrap()
+            .platform_variants;
+        assert_eq!(variants[0].os.as_deref(), Some("linux"));
+        assert!(decode_object(&object, FieldValidation::Strict).is_err());
     }
 }

@@ -290,16 +290,45 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
-/// One platform of a multi-platform index.
+/// One platform of a multi-platform index: the platform's fields beside its digest and size.
+/// (Written out, not a flattened `Platform`: unknown fields under a flattened struct escape
+/// the unknown-field check.)
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlatformVariant {
-    #[serde(flatten)]
-    pub platform: Platform,
+    /// CPU architecture, as OCI names it (amd64, arm64, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// Operating system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// CPU variant, e.g. v8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     /// Digest of this platform's manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     /// Size of this platform's config and layers, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
+}
+
+impl PlatformVariant {
+    pub fn new(platform: Platform, digest: String, size_bytes: i64) -> PlatformVariant {
+        PlatformVariant {
+            architecture: platform.architecture,
+            os: platform.os,
+            variant: platform.variant,
+            digest: Some(digest),
+            size_bytes: Some(size_bytes),
+        }
+    }
+
+    pub fn platform(&self) -> Platform {
+        Platform {
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            variant: self.variant.clone(),
+        }
+    }
 }

@@ -349,7 +349,7 @@ pub async fn inspect(
         metadata
             .platform_variants
             .first()
-            .map(|v| v.platform.clone())
+            .map(PlatformVariant::platform)
             .unwrap_or_default()
     } else {
         platform
@@ -391,11 +391,11 @@ async fn choose_platform(
         };
         let child = index_ref.clone_with_digest(platform_digest.to_string());
         let (child_manifest, _) = source.manifest(&child).await?;
-        metadata.platform_variants.push(PlatformVariant {
-            platform: platform.clone(),
-            digest: Some(platform_digest.to_string()),
-            size_bytes: Some(image_size(&child_manifest)),
-        });
+        metadata.platform_variants.push(PlatformVariant::new(
+            platform.clone(),
+            platform_digest.to_string(),
+            image_size(&child_manifest),
+        ));
         let wanted = match architecture {
             Some(arch) => {
                 platform.architecture.as_deref().map(normalise_architecture)
@@ -411,7 +411,7 @@ async fn choose_platform(
         let offered: Vec<String> = metadata
             .platform_variants
             .iter()
-            .filter_map(|v| v.platform.architecture.clone())
+            .filter_map(|v| v.architecture.clone())
             .collect();
         Failure::Permanent {
             reason: "ArchitectureMissing",
