@@ -8,7 +8,7 @@ use super::limits::check_object_size;
 use super::managed::{self, Conflict, Managers, Writer};
 use super::strategy::{Context, Ownership, Subresource, without_managed_fields};
 use super::write::{WriteOptions, Written, patch_names_revision};
-use super::{Registry, decode_stored, key, now, read_error};
+use super::{Registry, decode_stored, now};
 use crate::api::decode::{FieldValidation, decode_object};
 use crate::api::shape::{self, Shape};
 use crate::api::status::ApiError;
@@ -39,7 +39,7 @@ impl Registry {
             subresource,
         };
         for _ in 0..APPLY_RETRIES {
-            let current = self.store.get(&key(namespace, name)).map_err(read_error)?;
+            let current = self.latest_if_any(namespace, name).await?;
             let (live, managers) = match &current {
                 Some(item) => {
                     let stored = decode_stored(&item.value)?;

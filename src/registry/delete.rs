@@ -88,7 +88,7 @@ impl Registry {
         options: &DeleteOptions,
         dry_run: bool,
     ) -> Result<(Bytes, bool), ApiError> {
-        let current = self.get(namespace, name)?;
+        let current = self.latest(namespace, name).await?;
         let image = decode_stored(&current.value)?;
         if let Some(pre) = &options.preconditions {
             let uid = image.metadata.uid.as_deref().unwrap_or("");

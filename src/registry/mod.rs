@@ -105,4 +105,23 @@ impl Registry {
             .map_err(read_error)?
             .ok_or_else(|| ApiError::not_found(name))
     }
+
+    /// The stored item a write starts from, or 404: read once this store has every write any
+    /// replica acknowledged, as a consistent read is, since with several replicas a client's
+    /// previous write may have been made on another one.
+    pub async fn latest(&self, namespace: &str, name: &str) -> Result<Item, ApiError> {
+        self.latest_if_any(namespace, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(name))
+    }
+
+    /// The same, None for an object that does not exist.
+    pub async fn latest_if_any(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Item>, ApiError> {
+        self.fresh(None).await?;
+        self.store.get(&key(namespace, name)).map_err(read_error)
+    }
 }

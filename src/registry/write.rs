@@ -155,7 +155,7 @@ impl Registry {
         image: CatalogImage,
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let current = self.get(namespace, name)?;
+        let current = self.latest(namespace, name).await?;
         let context = options.context(subresource, Ownership::Record);
         self.replace((namespace, name), image, &current, options, &context)
             .await
@@ -172,7 +172,7 @@ impl Registry {
     ) -> Result<Written, ApiError> {
         let context = options.context(subresource, Ownership::Record);
         for _ in 0..PATCH_RETRIES {
-            let current = self.get(namespace, name)?;
+            let current = self.latest(namespace, name).await?;
             let mut document: Value = serde_json::from_slice(&current.value)
                 .map_err(|e| ApiError::internal(format!("stored object does not decode: {e}")))?;
             match kind {
@@ -205,7 +205,7 @@ impl Registry {
         };
         let context = options.context(Subresource::Status, Ownership::Record);
         for _ in 0..PATCH_RETRIES {
-            let current = self.get(namespace, name)?;
+            let current = self.latest(namespace, name).await?;
             let mut image = decode_stored(&current.value)?;
             image.status = Some(next(image.status.as_ref()));
             match self

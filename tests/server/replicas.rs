@@ -489,3 +489,54 @@ fn a_replica_reaches_postgres_over_verified_tls_with_store_ca() {
         assert_eq!(http.request("GET", &path, "", "").await.0, 200);
     });
 }
+
+/// What one replica acknowledged is the base of the next write on another at once, as the
+/// aggregator sends a client's requests to any of them: a patch, an update with the returned
+/// resourceVersion, a status write and a delete, each on the replica the last one was not on.
+#[test]
+fn a_write_acknowledged_on_one_replica_is_the_base_of_the_next_on_another() {
+    let postgres = Postgres::start();
+    let (a, b) = (replica(&postgres), replica(&postgres));
+    runtime().block_on(async {
+        let (on_a, on_b) = (a.http(), b.http());
+        for i in 0..20 {
+            let name = format!("hop-{i}");
+            let path = format!("{BASE}/namespaces/shared/catalogimages/{name}");
+            let object = image_json("shared", &name, "cs9").to_string();
+            let collection = format!("{BASE}/namespaces/shared/catalogimages");
+            let (code, created) = on_a
+                .request("POST", &collection, "application/json", &object)
+                .await;
+            assert_eq!(code, 201, "{created}");
+            let patch = json!({"spec": {"tags": ["patched"]}}).to_string();
+            let (code, patched) = on_b
+                .request("PATCH", &path, "application/merge-patch+json", &patch)
+                .await;
+            assert_eq!(
+                code, 200,
+                "a patch on B of {name}, just created on A: {patched}"
+            );
+            let mut updated = patched.clone();
+            updated["spec"]["tags"] = json!(["updated"]);
+            let (code, updated) = put(&on_a, &updated).await;
+            assert_eq!(
+                code, 200,
+                "an update on A with B's resourceVersion: {updated}"
+            );
+            let status = json!({"status": {"phase": "Failed"}}).to_string();
+            let status_path = format!("{path}/status");
+            let (code, body) = on_b
+                .request(
+                    "PATCH",
+                    &status_path,
+                    "application/merge-patch+json",
+                    &status,
+                )
+                .await;
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(body["spec"]["tags"], json!(["updated"]));
+            let (code, body) = on_a.request("DELETE", &path, "", "").await;
+            assert_eq!(code, 200, "{body}");
+        }
+    });
+}
