@@ -375,13 +375,26 @@ impl Http {
 }
 
 pub fn kube_client(server: &Server) -> kube::Client {
+    kube::Client::try_from(kube_config(server)).unwrap()
+}
+
+/// The client configuration of the server's kubeconfig.
+pub fn kube_config(server: &Server) -> kube::Config {
     let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig()).unwrap();
-    let config = futures::executor::block_on(kube::Config::from_custom_kubeconfig(
+    futures::executor::block_on(kube::Config::from_custom_kubeconfig(
         kubeconfig,
         &Default::default(),
     ))
-    .unwrap();
-    kube::Client::try_from(config).unwrap()
+    .unwrap()
+}
+
+/// A loopback port free a moment ago, for a peer or listener that must be told its port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub const BASE: &str = "/apis/catalog.automotive.io/v1alpha1";

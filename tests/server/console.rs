@@ -10,11 +10,6 @@ fn plugin_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("console-plugin")
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// A server with the plugin listener on, and that listener's address.
 fn server_with_plugin() -> (Server, String) {
     let dist = plugin_dir().join("dist");
@@ -35,11 +30,8 @@ fn server_with_plugin() -> (Server, String) {
 
 /// A client of the plugin listener, which has the API's serving certificate by default: the
 /// kubeconfig's CA trusts it.
-async fn plugin_client(server: &Server, address: &str) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig()).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
+fn plugin_client(server: &Server, address: &str) -> kube::Client {
+    let mut config = kube_config(server);
     config.cluster_url = format!("https://{address}").parse().unwrap();
     kube::Client::try_from(config).unwrap()
 }
@@ -65,7 +57,7 @@ fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> &'a str {
 fn the_plugin_listener_serves_the_manifest_and_assets_with_their_types() {
     let (server, address) = server_with_plugin();
     runtime().block_on(async {
-        let client = plugin_client(&server, &address).await;
+        let client = plugin_client(&server, &address);
         let (code, headers, body) = fetch(&client, "GET", "/plugin-manifest.json").await;
         assert_eq!(code, 200);
         assert_eq!(header(&headers, "content-type"), "application/json");

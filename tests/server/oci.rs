@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::common::free_port;
 use super::pki::Ca;
 
 pub const USER: &str = "pipeline";
@@ -24,14 +25,6 @@ pub struct Registry {
     /// Over TLS with htpasswd; otherwise plain HTTP, open to anyone (an "insecure" registry).
     secure: bool,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Registry {
