@@ -346,31 +346,9 @@ async fn run(
     ));
     tracing::info!(address = %listener.local_addr().map_err(|e| e.to_string())?, "serving");
     if let Some(bind) = serving.console_plugin.bind {
-        let plugin = &serving.console_plugin;
-        let assets = server::Assets::load(&plugin.dir, limits.clone())?;
-        let certificate = match (&plugin.cert_file, &plugin.key_file) {
-            (Some(cert), Some(key)) => {
-                let own = ServingCertificate::load(cert, key)?;
-                // OpenShift's service CA renews it in place, well before it expires.
-                own.clone().watch(PLUGIN_CERTIFICATE_RELOAD);
-                own
-            }
-            _ => certificate.clone(),
-        };
-        let tls = server::tls::server_config_without_client_certificates(certificate)?;
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .map_err(|e| format!("binding {bind}: {e}"))?;
-        let address = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%address, "serving the console plugin");
         let grace = serving.shutdown_grace;
-        tokio::spawn(server::serve(
-            listener,
-            tls,
-            Arc::new(assets),
-            stopped.clone(),
-            grace,
-        ));
+        let plugin = (bind, &serving.console_plugin);
+        serve_console_plugin(plugin, &certificate, limits, stopped.clone(), grace).await?;
     }
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -381,6 +359,41 @@ async fn run(
     server::serve(listener, tls, app, stopped, serving.shutdown_grace).await;
     // The store closes when the last handle drops: every acknowledged write is already durable.
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves the console plugin's files on `bind`, with their own certificate or the API's,
+/// until `stopped`.
+async fn serve_console_plugin(
+    (bind, plugin): (std::net::SocketAddr, &cli::ConsolePlugin),
+    api_certificate: &Arc<ServingCertificate>,
+    limits: server::ConnectionLimits,
+    stopped: watch::Receiver<bool>,
+    grace: std::time::Duration,
+) -> Result<(), Failure> {
+    let assets = server::Assets::load(&plugin.dir, limits)?;
+    let certificate = match (&plugin.cert_file, &plugin.key_file) {
+        (Some(cert), Some(key)) => {
+            let own = ServingCertificate::load(cert, key)?;
+            // OpenShift's service CA renews it in place, well before it expires.
+            own.clone().watch(PLUGIN_CERTIFICATE_RELOAD);
+            own
+        }
+        _ => api_certificate.clone(),
+    };
+    let tls = server::tls::server_config_without_client_certificates(certificate)?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("binding {bind}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%address, "serving the console plugin");
+    tokio::spawn(server::serve(
+        listener,
+        tls,
+        Arc::new(assets),
+        stopped,
+        grace,
+    ));
     Ok(())
 }
 

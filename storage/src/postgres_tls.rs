@@ -37,7 +37,7 @@ impl Postgres {
         &self,
     ) -> Result<(tokio_postgres::Config, Option<MakeRustlsConnect>), StorageError> {
         let mut config = self.config.clone();
-        let tls = match (config.get_ssl_mode(), &self.ca_pem) {
+        let roots = match (config.get_ssl_mode(), &self.ca_pem) {
             (SslMode::Disable, _) | (SslMode::Prefer, None) => return Ok((config, None)),
             (_, Some(pem)) => roots_from_pem(pem)?,
             (_, None) => system_roots()?,
@@ -47,7 +47,7 @@ impl Postgres {
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(tls_error)?
-            .with_root_certificates(tls)
+            .with_root_certificates(roots)
             .with_no_client_auth();
         Ok((config, Some(MakeRustlsConnect::new(client))))
     }

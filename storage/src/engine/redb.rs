@@ -25,7 +25,7 @@ const CHECKPOINT_COMMITS: usize = 1024;
 pub struct RedbEngine {
     db: Database,
     /// Locked only by commits, which the store makes from one thread.
-    wal: Mutex<Log>,
+    log: Mutex<Log>,
 }
 
 /// What is not yet durable in the B-tree: batches in the write-ahead log, or lazy commits
@@ -53,7 +53,7 @@ impl RedbEngine {
         let (wal, batches) = Wal::open(&path.with_extension("wal"))?;
         let engine = RedbEngine {
             db,
-            wal: Mutex::new(Log {
+            log: Mutex::new(Log {
                 wal,
                 lazy_commits: 0,
             }),
@@ -110,7 +110,7 @@ impl RedbEngine {
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, Log> {
-        self.wal.lock().expect("not poisoned")
+        self.log.lock().expect("not poisoned")
     }
 }
 
