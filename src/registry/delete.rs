@@ -169,6 +169,8 @@ impl Registry {
         dry_run: bool,
     ) -> Result<(u64, Vec<Bytes>), ApiError> {
         let dry_run = dry_run || options.dry_run.iter().any(|d| d == "All");
+        // Every write acknowledged so far, of any replica, is deleted too.
+        self.fresh(None).await?;
         let prefix = namespace.map(|ns| key(ns, "")).unwrap_or_default();
         let index = selector.index();
         let list = ListOptions {

@@ -1,10 +1,8 @@
 //! create, update and patch, on the main resource and on `/status`: each prepares its object
 //! and admits it (`strategy.rs`), then commits it, a dry run stopping short of the store.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use catalog_storage::{Change, Item, Op};
+use catalog_storage::{Committed, Item, Op};
 use rand::Rng;
 use serde_json::Value;
 
@@ -290,8 +288,8 @@ pub(super) fn patch_names_revision(patch: &Value) -> bool {
 }
 
 /// The bytes of the object a single-op write committed.
-fn committed(changes: &[Arc<Change>]) -> Bytes {
-    changes[0]
+fn committed(written: &[Committed]) -> Bytes {
+    written[0]
         .value
         .clone()
         .expect("a create or update has a value")

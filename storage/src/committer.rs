@@ -107,6 +107,32 @@ pub struct Replicated {
     pub indexes: Vec<(String, String)>,
 }
 
+/// What a write did to one key: the revision it took and the bytes stored there now (None:
+/// deleted). All a writer learns; watchers get the whole [`Change`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    pub revision: u64,
+    pub value: Option<Bytes>,
+}
+
+impl From<&Change> for Committed {
+    fn from(change: &Change) -> Self {
+        Committed {
+            revision: change.revision,
+            value: change.value.clone(),
+        }
+    }
+}
+
+impl From<Replicated> for Committed {
+    fn from(change: Replicated) -> Self {
+        Committed {
+            revision: change.revision,
+            value: change.value,
+        }
+    }
+}
+
 type WriteReply = oneshot::Sender<Result<Vec<Arc<Change>>, WriteError>>;
 
 pub(crate) enum Request {

@@ -16,7 +16,7 @@ mod store;
 mod watch;
 
 pub use codec::{Change, ChangeKind, IndexValues};
-pub use committer::{BuildValue, Op, Replicated};
+pub use committer::{BuildValue, Committed, Op, Replicated};
 pub use engine::{Batch, Engine, EngineError, EngineKind, RedbEngine, SledEngine, View};
 pub use error::{ReadError, StorageError, WatchError, WriteError};
 pub use postgres_tls::Postgres;

@@ -19,13 +19,14 @@ use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
+use std::ops::Range;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row, Socket, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::committer::{Op, Replicated, check_index_pairs};
+use crate::committer::{Committed, Op, Replicated, check_index_pairs};
 use crate::postgres_tls::Postgres;
 use crate::{ReadError, StorageError, WriteError};
 
@@ -174,10 +175,10 @@ impl SharedLog {
         Ok(self.meta::<i64>("revision").await? as u64)
     }
 
-    /// Commits `ops` as one transaction; each op gets the next revision. Returns the last.
-    /// The writes of this replica that wait together share one PostgreSQL transaction (see
-    /// [`commit_group`]).
-    pub async fn write(&self, ops: Vec<Op>) -> Result<u64, WriteError> {
+    /// Commits `ops` as one transaction; each op gets the next revision. Returns the changes
+    /// committed, one per op. The writes of this replica that wait together share one
+    /// PostgreSQL transaction (see [`commit_group`]).
+    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<Committed>, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(WriteRequest { ops, reply })
@@ -430,7 +431,7 @@ async fn revision_batches(pool: Pool, mut waiting: mpsc::UnboundedReceiver<Revis
 /// One write asked of the shared log, and where its answer goes.
 struct WriteRequest {
     ops: Vec<Op>,
-    reply: oneshot::Sender<Result<u64, WriteError>>,
+    reply: oneshot::Sender<Result<Vec<Committed>, WriteError>>,
 }
 
 /// The most writes one PostgreSQL transaction takes.
@@ -471,12 +472,12 @@ async fn group_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<WriteReques
 /// write here ([`plan`]), send all its statements at once (tokio-postgres pipelines the queries
 /// of a connection polled together; PostgreSQL runs them in order), commit. Each write is all
 /// or nothing on its own: a refused one writes nothing and its revisions go to the next. Returns
-/// each write's last revision or refusal; an error when the transaction failed, and then
-/// nothing of it was committed.
+/// each write's changes or refusal; an error when the transaction failed, and then nothing of
+/// it was committed.
 async fn commit_group(
     pool: &Pool,
     writes: Vec<Vec<Op>>,
-) -> Result<Vec<Result<u64, WriteError>>, StorageError> {
+) -> Result<Vec<Result<Vec<Committed>, WriteError>>, StorageError> {
     let mut client = pool.get().await.map_err(shared_error)?;
     let tx = client.transaction().await.map_err(shared_error)?;
     let (revision, now_ms) = lock_revision(&tx).await?;
@@ -485,7 +486,7 @@ async fn commit_group(
     let plan = plan(writes, current, revision, now_ms);
     write_rows(&tx, &plan.rows).await?;
     tx.commit().await.map_err(shared_error)?;
-    Ok(plan.results)
+    Ok(plan.into_results())
 }
 
 /// Locks the revision row; the current revision and PostgreSQL's clock, read under the lock
@@ -522,10 +523,22 @@ async fn live_revisions(
         .collect())
 }
 
-/// What a group writes: each write's outcome, and the changes of those that happen.
+/// What a group writes: each write's outcome (the range of `rows` it makes), and the changes
+/// of those that happen.
 struct Plan {
-    results: Vec<Result<u64, WriteError>>,
+    results: Vec<Result<Range<usize>, WriteError>>,
     rows: Vec<Replicated>,
+}
+
+impl Plan {
+    /// What each write did, or why it was refused.
+    fn into_results(self) -> Vec<Result<Vec<Committed>, WriteError>> {
+        let mut rows = self.rows.into_iter().map(Committed::from);
+        self.results
+            .into_iter()
+            .map(|result| result.map(|range| rows.by_ref().take(range.len()).collect()))
+            .collect()
+    }
 }
 
 /// Decides a group's writes in order, as the local committer does: each against the live
@@ -546,8 +559,9 @@ fn plan(writes: Vec<Vec<Op>>, mut live: HashMap<String, u64>, revision: u64, now
                     };
                 }
                 revision += rows.len() as u64;
-                plan.results.push(Ok(revision));
+                let start = plan.rows.len();
                 plan.rows.extend(rows);
+                plan.results.push(Ok(start..plan.rows.len()));
             }
             Err(refused) => plan.results.push(Err(refused)),
         }
@@ -742,8 +756,12 @@ mod tests {
         }
     }
 
+    /// Each write's last revision, or why it was refused.
     fn outcomes(plan: &Plan) -> Vec<Result<u64, String>> {
-        let outcome = |r: &Result<u64, WriteError>| r.as_ref().copied().map_err(|e| e.to_string());
+        let outcome = |r: &Result<Range<usize>, WriteError>| match r {
+            Ok(range) => Ok(plan.rows[range.end - 1].revision),
+            Err(e) => Err(e.to_string()),
+        };
         plan.results.iter().map(outcome).collect()
     }
 

@@ -10,14 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::codec::{self, Change};
-use crate::committer::{self, Op, Replicated, Request};
+use crate::committer::{self, Committed, Op, Replicated, Request};
 use crate::engine::{Engine, EngineKind};
 use crate::read::ListOptions;
 use crate::shared::SharedLog;
 use crate::watch::Watch;
 use crate::{StorageError, WatchError, WriteError};
 
-/// How long a write through the shared log, or a consistent read, waits for the local copy.
+/// How long a consistent read waits for the local copy.
 const FOLLOW_WAIT: Duration = Duration::from_secs(10);
 /// Objects read and sent at once when an embedded store seeds a shared one.
 const SEED_PAGE: usize = 1_000;
@@ -168,18 +168,20 @@ impl Store {
     }
 
     /// Commits `ops` as one atomic, durable transaction; each op gets its own revision, in order.
-    /// A store that follows a shared log commits there, and answers once it has applied the
-    /// transaction itself.
-    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<Arc<Change>>, WriteError> {
+    /// A store that follows a shared log commits there and answers once PostgreSQL has
+    /// committed, before its own copy has the change: a read that must see it waits until the
+    /// copy has (`catch_up`, `wait_for`), as on any other replica.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<Committed>, WriteError> {
         if let Some(log) = self.shared.log.get() {
-            let count = ops.len() as u64;
-            let last = log.write(ops).await?;
-            self.wait_for(last).await?;
-            return self.changes(last + 1 - count, last);
+            return log.write(ops).await;
         }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Write { ops, reply })?;
-        answer.await.map_err(|_| StorageError::Closed)?
+        let changes = answer.await.map_err(|_| StorageError::Closed)??;
+        Ok(changes
+            .iter()
+            .map(|change| Committed::from(change.as_ref()))
+            .collect())
     }
 
     /// Waits until this store has reached `revision` (at most `FOLLOW_WAIT`).
@@ -298,15 +300,6 @@ impl Store {
     /// How long history is kept, and how often it is compacted.
     pub(crate) fn retention(&self) -> (Duration, Duration) {
         (self.shared.retention, self.shared.compaction_interval)
-    }
-
-    /// The changes committed at revisions `from..=to`, from the history.
-    fn changes(&self, from: u64, to: u64) -> Result<Vec<Arc<Change>>, WriteError> {
-        let view = self.core().engine.view().map_err(StorageError::from)?;
-        let limit = (to + 1 - from) as usize;
-        let changes =
-            codec::read_history(view.as_ref(), from, to, limit).map_err(StorageError::from)?;
-        Ok(changes.into_iter().map(Arc::new).collect())
     }
 
     /// Makes this store a replica of `log`: restored from its snapshot when it has never been

@@ -93,8 +93,7 @@ fn preconditions_are_decided_in_postgres_so_one_replica_wins() {
                 .await
                 .unwrap(),
         );
-        let revision = a.write(vec![create("ns/raced")]).await.unwrap();
-        let mut current = revision;
+        let mut current = a.write(vec![create("ns/raced")]).await.unwrap()[0].revision;
         for _ in 0..20 {
             let (on_a, on_b) = tokio::join!(
                 a.write(vec![update("ns/raced", current)]),
@@ -102,7 +101,7 @@ fn preconditions_are_decided_in_postgres_so_one_replica_wins() {
             );
             let won: Vec<u64> = [&on_a, &on_b]
                 .iter()
-                .filter_map(|r| r.as_ref().ok().copied())
+                .filter_map(|r| Some(r.as_ref().ok()?[0].revision))
                 .collect();
             assert_eq!(won.len(), 1, "{on_a:?} {on_b:?}");
             let lost = [on_a, on_b].into_iter().find_map(Result::err).unwrap();
@@ -239,7 +238,7 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
         b.catch_up().await.unwrap();
         assert_eq!(b.get("ns/two").unwrap().unwrap().revision, 2);
         let on_b = b.write(vec![update("ns/one", 1)]).await.unwrap();
-        assert_eq!(on_b[0].prev_revision, 1);
+        assert_eq!(on_b[0].revision, 3);
         let stale = a.write(vec![update("ns/one", 1)]).await;
         assert!(
             matches!(stale, Err(WriteError::Conflict { .. })),
@@ -279,6 +278,7 @@ fn followers_resume_after_postgres_restarts() {
             store.follow(log.await.unwrap()).await.unwrap();
         }
         a.write(vec![create("ns/before")]).await.unwrap();
+        b.catch_up().await.unwrap();
     });
     postgres.crash();
     rt.block_on(async {
@@ -296,7 +296,9 @@ fn followers_resume_after_postgres_restarts() {
     postgres.restart();
     rt.block_on(async {
         let written = a.write(vec![create("ns/after")]).await.unwrap();
-        b.wait_for(written[0].revision).await.unwrap();
+        for store in [&a, &b] {
+            store.wait_for(written[0].revision).await.unwrap();
+        }
         assert_eq!(contents(&b), contents(&a));
         assert_eq!(b.revision(), 2);
     });
@@ -344,7 +346,9 @@ fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join()
         let next = fresh.revision() + 1;
         let written = fresh.write(vec![create("ns/c")]).await.unwrap();
         assert_eq!(written[0].revision, next);
-        embedded.wait_for(next).await.unwrap();
+        for store in [&embedded, &fresh] {
+            store.wait_for(next).await.unwrap();
+        }
         assert_eq!(contents(&embedded), contents(&fresh));
     });
 }
@@ -367,7 +371,7 @@ fn writes_grouped_in_one_transaction_each_stand_or_fall_alone() {
         let results = writes.join_all().await;
         let mut revisions: Vec<u64> = results
             .iter()
-            .filter_map(|r| r.as_ref().ok().copied())
+            .filter_map(|r| Some(r.as_ref().ok()?[0].revision))
             .collect();
         revisions.sort();
         assert_eq!(revisions, (1..=25).collect::<Vec<_>>());
@@ -394,6 +398,7 @@ fn a_copy_ahead_of_a_restored_shared_store_is_refused_for_rebuilding() {
         for key in ["ns/a", "ns/b", "ns/c"] {
             copy.write(vec![create(key)]).await.unwrap();
         }
+        copy.catch_up().await.unwrap();
     });
     // The database goes back to a backup taken after the first write.
     postgres.psql(
@@ -445,7 +450,7 @@ fn tls_to_postgres_verifies_the_servers_certificate() {
             .follow(SharedLog::connect(with_ca(&ca.pem)).await.unwrap())
             .await
             .unwrap();
-        let revision = log.write(vec![create("ns/over-tls")]).await.unwrap();
+        let revision = log.write(vec![create("ns/over-tls")]).await.unwrap()[0].revision;
         // The follower hears of it on its listening connection, over TLS too.
         follower.wait_for(revision).await.unwrap();
         assert!(follower.get("ns/over-tls").unwrap().is_some());

@@ -394,12 +394,18 @@ fn preconditions_are_checked_and_failed_transactions_leave_nothing() {
             Err(WriteError::InvalidIndex { .. })
         ));
         assert_eq!(store.revision(), 1);
-        // Delete with the right revision works and returns the previous bytes.
+        // Delete with the right revision works.
         let deleted = rt
             .block_on(store.write(vec![delete("n/a", Some(1))]))
             .unwrap();
-        assert_eq!(deleted[0].kind(), ChangeKind::Deleted);
-        assert_eq!(deleted[0].prev_value.as_deref(), Some(&b"n/a:x@1"[..]));
+        assert_eq!(
+            deleted,
+            [Committed {
+                revision: 2,
+                value: None
+            }]
+        );
+        assert!(store.get("n/a").unwrap().is_none());
     });
 }
 
