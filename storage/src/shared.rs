@@ -68,6 +68,9 @@ ALTER TABLE catalog_log SET (vacuum_truncate = false);
 /// The advisory lock that serialises creating the tables.
 const SCHEMA_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog"
 
+/// The most changes one step of compaction drops from the log.
+const COMPACTION_STEP: i64 = 2_000;
+
 /// Connections kept to PostgreSQL: writers hold one for a transaction.
 const POOL_SIZE: usize = 16;
 /// How long getting or making a connection may take.
@@ -245,23 +248,40 @@ impl SharedLog {
 
     /// Drops the log's changes up to the last one committed before `cutoff_ms` (a prefix:
     /// commit times are PostgreSQL's, taken under the revision lock), always keeping the latest
-    /// change; returns the revision the history now starts after.
+    /// change; returns the revision the history now starts after. A step at a time: the step's
+    /// cut is found among the oldest changes through the primary key (not by a scan of the
+    /// whole log) and recorded in a statement of its own, so writers wait on the revision row
+    /// only for that; its rows are deleted after, without the lock, as no reader asks for them
+    /// any more (a reader from before the cut is told its revision has expired).
     pub async fn compact(&self, cutoff_ms: u64) -> Result<u64, StorageError> {
         let client = self.client().await?;
-        let row = query_one(
-            &client,
-            "WITH cut AS (
-                     SELECT COALESCE(MAX(revision), 0) AS upto FROM catalog_log
+        loop {
+            let row = query_one(
+                &client,
+                "WITH cut AS (
+                     SELECT COALESCE(MAX(revision), 0) AS upto FROM (
+                         SELECT revision, committed_at_ms FROM catalog_log
+                         ORDER BY revision LIMIT $2) oldest
                      WHERE committed_at_ms < $1
-                       AND revision < (SELECT revision FROM catalog_meta WHERE id = 1)),
-                 dropped AS (
-                     DELETE FROM catalog_log WHERE revision <= (SELECT upto FROM cut))
+                       AND revision < (SELECT revision FROM catalog_meta WHERE id = 1))
                  UPDATE catalog_meta SET compacted = GREATEST(compacted, (SELECT upto FROM cut))
                  WHERE id = 1 RETURNING compacted",
-            &[&(cutoff_ms as i64)],
-        )
-        .await?;
-        Ok(row.get::<_, i64>(0) as u64)
+                &[&(cutoff_ms as i64), &COMPACTION_STEP],
+            )
+            .await?;
+            let compacted: i64 = row.get(0);
+            let statement = client
+                .prepare_cached("DELETE FROM catalog_log WHERE revision <= $1")
+                .await
+                .map_err(shared_error)?;
+            let dropped = client
+                .execute(&statement, &[&compacted])
+                .await
+                .map_err(shared_error)?;
+            if dropped < COMPACTION_STEP as u64 {
+                return Ok(compacted as u64);
+            }
+        }
     }
 
     /// At most `limit` changes after revision `after`, in order; `Expired` when the log no

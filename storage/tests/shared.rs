@@ -456,3 +456,41 @@ fn tls_to_postgres_verifies_the_servers_certificate() {
         assert!(follower.get("ns/over-tls").unwrap().is_some());
     });
 }
+
+#[test]
+fn compaction_drops_the_logs_old_changes_in_steps_and_keeps_the_latest() {
+    let postgres = Postgres::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let log = SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap())
+            .await
+            .unwrap();
+        // More changes than one step of compaction drops.
+        let ops = (0..4_500).map(|i| create(&format!("ns/k{i}"))).collect();
+        log.write(ops).await.unwrap();
+        log.write(vec![create("ns/latest")]).await.unwrap();
+        assert_eq!(log.compact(0).await.unwrap(), 0, "nothing is older than 0");
+        let later = u64::MAX >> 2;
+        assert_eq!(log.compact(later).await.unwrap(), 4_500);
+        assert_eq!(log.compacted().await.unwrap(), 4_500);
+        let expired = log.changes(10, 5).await;
+        assert!(
+            matches!(
+                expired,
+                Err(ReadError::Expired {
+                    compacted: 4_500,
+                    ..
+                })
+            ),
+            "{expired:?}"
+        );
+        let kept = log.changes(4_500, 5).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].key, "ns/latest");
+    });
+    postgres.psql(
+        "DO $$ BEGIN
+             IF (SELECT count(*) FROM catalog_log) <> 1 THEN RAISE 'compacted rows are left'; END IF;
+         END $$",
+    );
+}
