@@ -217,7 +217,7 @@ impl SharedLog {
     ) -> Result<(), StorageError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(shared_error)?;
-        let (current, _) = lock_revision(&tx).await?;
+        let (current, _) = revision_and_clock(&query_one(&tx, LOCK_REVISION, &[]).await?);
         if current != 0 {
             return Err(StorageError::Shared(format!(
                 "the shared store is at revision {current}, not empty: nothing to seed"
@@ -487,60 +487,70 @@ async fn group_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<WriteReques
 
 /// Commits a group of writes as one transaction, the revision row locked once and one commit
 /// (one fsync) for all: the row lock is held through a commit, so committing writes one by one
-/// would allow only one write per fsync across every replica. The group costs five round trips
-/// whatever its size: begin, lock, read the revisions of the keys it touches, decide every
-/// write here ([`plan`]), send all its statements at once (tokio-postgres pipelines the queries
-/// of a connection polled together; PostgreSQL runs them in order), commit. Each write is all
-/// or nothing on its own: a refused one writes nothing and its revisions go to the next. Returns
-/// each write's changes or refusal; an error when the transaction failed, and then nothing of
-/// it was committed.
+/// would allow only one write per fsync across every replica. The group costs two round trips
+/// whatever its size (tokio-postgres pipelines the requests of a connection polled together,
+/// and PostgreSQL runs them in order): begin, lock the revision row and read the revisions of
+/// the keys it touches; then, every write decided here ([`plan`]), all its statements and the
+/// commit. So the lock is held for one round trip and the commit, whichever replica writes.
+/// Each write is all or nothing on its own: a refused one writes nothing and its revisions go
+/// to the next. Returns each write's changes or refusal; an error when the transaction failed,
+/// and then nothing of it was committed.
 async fn commit_group(
     pool: &Pool,
     writes: Vec<Vec<Op>>,
 ) -> Result<Vec<Result<Vec<Committed>, WriteError>>, StorageError> {
-    let mut client = pool.get().await.map_err(shared_error)?;
-    let tx = client.transaction().await.map_err(shared_error)?;
-    let (revision, now_ms) = lock_revision(&tx).await?;
+    let client = pool.get().await.map_err(shared_error)?;
+    let committed = decide_and_commit(&client, writes).await;
+    if committed.is_err() {
+        // A statement that failed leaves its transaction open, aborted: end it before the
+        // connection serves anyone else.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    committed
+}
+
+async fn decide_and_commit(
+    client: &impl GenericClient,
+    writes: Vec<Vec<Op>>,
+) -> Result<Vec<Result<Vec<Committed>, WriteError>>, StorageError> {
     let keys: Vec<&str> = writes.iter().flatten().map(Op::key).collect();
-    let current = live_revisions(&tx, &keys).await?;
+    let (lock, live) = tokio::try_join!(
+        client.prepare_cached(LOCK_REVISION),
+        client.prepare_cached(LIVE_REVISIONS),
+    )
+    .map_err(shared_error)?;
+    // The keys are read once the lock is granted: every write that could have changed them
+    // has committed by then, and every later one waits for this transaction.
+    let key_list: [&(dyn ToSql + Sync); 1] = [&keys];
+    let (_, locked, live) = tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        client.query_one(&lock, &[]),
+        client.query(&live, &key_list),
+    )
+    .map_err(shared_error)?;
+    let (revision, now_ms) = revision_and_clock(&locked);
+    let current = live
+        .iter()
+        .map(|row| (row.get(0), row.get::<_, i64>(1) as u64))
+        .collect();
     let plan = plan(writes, current, revision, now_ms);
-    write_rows(&tx, &plan.rows).await?;
-    tx.commit().await.map_err(shared_error)?;
+    write_and_commit(client, &plan.rows).await?;
     Ok(plan.into_results())
 }
 
 /// Locks the revision row; the current revision and PostgreSQL's clock, read under the lock
 /// (so commit times follow revision order whichever replica writes, and compaction by time
 /// drops a prefix of the log).
-async fn lock_revision(
-    tx: &deadpool_postgres::Transaction<'_>,
-) -> Result<(u64, u64), StorageError> {
-    let row = query_one(
-        tx,
-        "SELECT revision, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
-         FROM catalog_meta WHERE id = 1 FOR UPDATE",
-        &[],
-    )
-    .await?;
-    Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
-}
+const LOCK_REVISION: &str =
+    "SELECT revision, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+     FROM catalog_meta WHERE id = 1 FOR UPDATE";
 
-/// The revisions of those of `keys` that are live. Read after the revision lock is taken, so
-/// no other replica's write can change them before this transaction commits.
-async fn live_revisions(
-    tx: &deadpool_postgres::Transaction<'_>,
-    keys: &[&str],
-) -> Result<HashMap<String, u64>, StorageError> {
-    let rows = query(
-        tx,
-        "SELECT key, revision FROM catalog_objects WHERE key = ANY($1)",
-        &[&keys],
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|row| (row.get(0), row.get::<_, i64>(1) as u64))
-        .collect())
+/// The revisions of those of the keys `$1` that are live.
+const LIVE_REVISIONS: &str = "SELECT key, revision FROM catalog_objects WHERE key = ANY($1)";
+
+/// The revision and the clock of a row of [`LOCK_REVISION`].
+fn revision_and_clock(row: &Row) -> (u64, u64) {
+    (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64)
 }
 
 /// What a group writes: each write's outcome (the range of `rows` it makes), and the changes
@@ -611,16 +621,16 @@ fn plan_write(
     Ok(rows)
 }
 
-/// Writes a group's changes to the latest state and the log, records its last revision and
-/// notifies the followers: every statement sent at once.
-async fn write_rows(
-    tx: &deadpool_postgres::Transaction<'_>,
+/// Writes a group's changes to the latest state and the log, records its last revision,
+/// notifies the followers and commits: every statement sent at once.
+async fn write_and_commit(
+    client: &impl GenericClient,
     rows: &[Replicated],
 ) -> Result<(), StorageError> {
     let Some(last) = rows.last() else {
-        return Ok(());
+        return client.batch_execute("COMMIT").await.map_err(shared_error);
     };
-    let prepare = |sql| tx.prepare_cached(sql);
+    let prepare = |sql| client.prepare_cached(sql);
     let (put, delete, finish) = tokio::try_join!(
         prepare(
             "WITH latest AS (
@@ -652,7 +662,11 @@ async fn write_rows(
     let (last_revision, last_text) = (last.revision as i64, last.revision.to_string());
     let notify: Parameters = vec![&last_revision, &CHANNEL, &last_text];
     statements.push((&finish, notify));
-    execute_pipelined(tx, &statements).await
+    // Should a statement fail, PostgreSQL ends the transaction at the COMMIT without
+    // committing anything, and the statement's error is the answer.
+    let commit = async { client.batch_execute("COMMIT").await.map_err(shared_error) };
+    tokio::try_join!(execute_pipelined(client, &statements), commit)?;
+    Ok(())
 }
 
 type Parameters<'a> = Vec<&'a (dyn ToSql + Sync)>;
@@ -660,12 +674,12 @@ type Parameters<'a> = Vec<&'a (dyn ToSql + Sync)>;
 /// Runs `statements` in order, sent all at once: tokio-postgres pipelines the queries of one
 /// connection polled together, so they cost one round trip, not one each.
 async fn execute_pipelined(
-    tx: &deadpool_postgres::Transaction<'_>,
+    client: &impl GenericClient,
     statements: &[(&Statement, Parameters<'_>)],
 ) -> Result<(), StorageError> {
     let executions = statements
         .iter()
-        .map(|(statement, parameters)| tx.execute(*statement, parameters));
+        .map(|(statement, parameters)| client.execute(*statement, parameters));
     futures_util::future::try_join_all(executions)
         .await
         .map_err(shared_error)?;
