@@ -19,6 +19,11 @@ use postgres::Postgres;
 #[path = "../../tests/server/pki.rs"]
 mod pki;
 
+/// A shared log on the test's PostgreSQL.
+async fn connect(postgres: &Postgres) -> Result<SharedLog, StorageError> {
+    SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap()).await
+}
+
 fn value(key: &str) -> BuildValue {
     let key = key.to_string();
     Box::new(move |revision| Bytes::from(format!("{key}@{revision}")))
@@ -47,7 +52,7 @@ fn revisions_from_many_replicas_are_gap_free_and_in_commit_order() {
     let rt = runtime();
     rt.block_on(async {
         // Connected at once, as replicas starting together do: the tables are made once.
-        let (a, b) = tokio::join!(postgres.connect(), postgres.connect());
+        let (a, b) = tokio::join!(connect(&postgres), connect(&postgres));
         let replicas = [a.unwrap(), b.unwrap()];
         let mut writers = Vec::new();
         for writer in 0..8 {
@@ -80,8 +85,8 @@ fn preconditions_are_decided_in_postgres_so_one_replica_wins() {
     let postgres = Postgres::start();
     let rt = runtime();
     rt.block_on(async {
-        let a = Arc::new(postgres.connect().await.unwrap());
-        let b = Arc::new(postgres.connect().await.unwrap());
+        let a = Arc::new(connect(&postgres).await.unwrap());
+        let b = Arc::new(connect(&postgres).await.unwrap());
         let mut current = a.write(vec![create("ns/raced")]).await.unwrap()[0].revision;
         for _ in 0..20 {
             let (on_a, on_b) = tokio::join!(
@@ -126,7 +131,7 @@ fn local_stores_follow_the_log_or_restore_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
     rt.block_on(async {
-        let log = postgres.connect().await.unwrap();
+        let log = connect(&postgres).await.unwrap();
         for i in 0..10 {
             log.write(vec![create(&format!("ns{}/k{i}", i % 3))])
                 .await
@@ -198,8 +203,8 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
     let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
     rt.block_on(async {
         let (a, b) = (open("a"), open("b"));
-        a.follow(postgres.connect().await.unwrap()).await.unwrap();
-        b.follow(postgres.connect().await.unwrap()).await.unwrap();
+        a.follow(connect(&postgres).await.unwrap()).await.unwrap();
+        b.follow(connect(&postgres).await.unwrap()).await.unwrap();
         let mut watched_on_b = b.watch(0).unwrap();
         let written = a
             .write(vec![create("ns/one"), create("ns/two")])
@@ -224,7 +229,7 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
         }
         // A replica started later restores the log's snapshot, then follows it.
         let c = open("c");
-        c.follow(postgres.connect().await.unwrap()).await.unwrap();
+        c.follow(connect(&postgres).await.unwrap()).await.unwrap();
         assert_eq!(c.revision(), 3);
         a.write(vec![create("ns/three")]).await.unwrap();
         c.catch_up().await.unwrap();
@@ -243,7 +248,7 @@ fn followers_resume_after_postgres_restarts() {
     let (a, b) = (open("a"), open("b"));
     rt.block_on(async {
         for store in [&a, &b] {
-            let log = postgres.connect();
+            let log = connect(&postgres);
             store.follow(log.await.unwrap()).await.unwrap();
         }
         a.write(vec![create("ns/before")]).await.unwrap();
@@ -297,7 +302,7 @@ fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join()
         let before = contents(&embedded);
 
         embedded
-            .follow(postgres.connect().await.unwrap())
+            .follow(connect(&postgres).await.unwrap())
             .await
             .unwrap();
         assert_eq!(
@@ -305,7 +310,7 @@ fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join()
             before,
             "seeding keeps every object and revision"
         );
-        let refused = other.follow(postgres.connect().await.unwrap()).await;
+        let refused = other.follow(connect(&postgres).await.unwrap()).await;
         assert!(
             matches!(refused, Err(StorageError::Diverged(_))),
             "{refused:?}"
@@ -313,7 +318,7 @@ fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join()
 
         let fresh = open("fresh");
         fresh
-            .follow(postgres.connect().await.unwrap())
+            .follow(connect(&postgres).await.unwrap())
             .await
             .unwrap();
         assert_eq!(contents(&fresh), before);
@@ -332,7 +337,7 @@ fn writes_grouped_in_one_transaction_each_stand_or_fall_alone() {
     let postgres = Postgres::start();
     let rt = runtime();
     rt.block_on(async {
-        let log = postgres.connect().await.unwrap();
+        let log = connect(&postgres).await.unwrap();
         // Fifty creates at once, each key twice: they share transactions, and in each pair
         // one is refused without taking a revision or undoing the others.
         let mut writes = tokio::task::JoinSet::new();
@@ -365,7 +370,7 @@ fn a_copy_ahead_of_a_restored_shared_store_is_refused_for_rebuilding() {
     let open = || Store::open(&dir.path().join("copy"), Options::default()).unwrap();
     rt.block_on(async {
         let copy = open();
-        copy.follow(postgres.connect().await.unwrap())
+        copy.follow(connect(&postgres).await.unwrap())
             .await
             .unwrap();
         for key in ["ns/a", "ns/b", "ns/c"] {
@@ -379,7 +384,7 @@ fn a_copy_ahead_of_a_restored_shared_store_is_refused_for_rebuilding() {
          UPDATE catalog_meta SET revision = 1",
     );
     rt.block_on(async {
-        let refused = open().follow(postgres.connect().await.unwrap()).await;
+        let refused = open().follow(connect(&postgres).await.unwrap()).await;
         assert!(
             matches!(
                 refused,
@@ -435,7 +440,7 @@ fn compaction_drops_the_logs_old_changes_in_steps_and_keeps_the_latest() {
     let postgres = Postgres::start();
     let rt = runtime();
     rt.block_on(async {
-        let log = postgres.connect().await.unwrap();
+        let log = connect(&postgres).await.unwrap();
         // More changes than one step of compaction drops.
         let ops = (0..4_500).map(|i| create(&format!("ns/k{i}"))).collect();
         log.write(ops).await.unwrap();

@@ -159,18 +159,6 @@ impl Postgres {
         assert!(status.success(), "psql failed: {sql}");
     }
 
-    /// A shared log on this server.
-    pub async fn connect(
-        &self,
-    ) -> Result<catalog_storage::SharedLog, catalog_storage::StorageError> {
-        catalog_storage::SharedLog::connect(
-            self.config()
-                .parse::<catalog_storage::PostgresConfig>()
-                .unwrap(),
-        )
-        .await
-    }
-
     /// The connection string of the server's `postgres` database, as its superuser.
     pub fn config(&self) -> String {
         format!(
