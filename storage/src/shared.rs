@@ -403,7 +403,14 @@ where
     let task = tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => woken.notify_one(),
+                Some(Ok(AsyncMessage::Notification(_))) => {
+                    woken.notify_one();
+                    // Let the follower run now. Without this its wake sat unserved until the
+                    // worker's next timer: traced, the follower's read went out 20-24 ms after
+                    // each notification (a write reached other replicas' watchers 23 ms after
+                    // its answer, against 1 ms with this).
+                    tokio::task::yield_now().await;
+                }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return,
             }
