@@ -253,9 +253,17 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
         now_ms,
     };
     let mut answers = Vec::with_capacity(requests.len());
-    let only_replicated = requests
-        .iter()
-        .all(|request| matches!(request, Request::Replicate { .. }));
+    let mut starts_following = false;
+    // What a copy of a shared log commits is durable there, or only forgets: its replicated
+    // changes and its compaction. It commits them without an fsync of its own (a copy that
+    // loses them in a crash catches up, or compacts again), which also spares it the
+    // checkpoint a durable commit would make of every lazy one before it.
+    let follows = core.follows.load(Ordering::Acquire);
+    let lazily = requests.iter().all(|request| match request {
+        Request::Replicate { .. } => true,
+        Request::Compact { .. } => follows,
+        _ => false,
+    });
     for request in requests {
         match request {
             Request::Write { ops, reply } => match group.apply(ops) {
@@ -274,6 +282,7 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
                 group
                     .batch
                     .put(codec::META_FOLLOWS.to_vec(), history.into_bytes());
+                starts_following = true;
                 answers.push(Answer::Write(reply, Vec::new()));
             }
             Request::Compact { cutoff_ms, reply } => match group.compact(cutoff_ms) {
@@ -295,9 +304,7 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
             codec::META_COUNTED.to_vec(),
             group.revision.to_be_bytes().to_vec(),
         );
-        // Changes replicated from a shared log are durable there: a copy that loses them in
-        // a crash catches up, so it spares itself an fsync per group.
-        let committed = if only_replicated {
+        let committed = if lazily {
             core.engine.commit_lazily(&group.batch)
         } else {
             core.engine.commit(&group.batch)
@@ -308,6 +315,9 @@ fn commit_group(core: &Core, requests: Vec<Request>, now_ms: u64) {
     }
     core.revision.store(group.revision, Ordering::Release);
     core.compacted.store(group.compacted, Ordering::Release);
+    if starts_following {
+        core.follows.store(true, Ordering::Release);
+    }
     core.published.send_replace(group.revision);
     for answer in answers {
         match answer {

@@ -516,6 +516,7 @@ async fn commit_group(
     committed
 }
 
+/// The transaction of [`commit_group`], on `client`.
 async fn decide_and_commit(
     client: &impl GenericClient,
     writes: Vec<Vec<Op>>,

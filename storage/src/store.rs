@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,6 +61,8 @@ pub(crate) struct Core {
     pub watch_buffer: usize,
     /// The latest committed revision again, for those who wait for one.
     pub published: tokio::sync::watch::Sender<u64>,
+    /// Whether this store is a copy of a shared log (whose changes are durable there).
+    pub follows: AtomicBool,
 }
 
 /// A handle on the store. Clones share it; the committer thread ends when the last is dropped,
@@ -123,6 +125,7 @@ impl Store {
         };
         let revision = read_meta(codec::META_REVISION)?;
         let compacted = read_meta(codec::META_COMPACTED)?;
+        let follows = view.get(codec::META_FOLLOWS)?.is_some();
         drop(view);
         let core = Arc::new(Core {
             engine,
@@ -131,6 +134,7 @@ impl Store {
             events: broadcast::channel(options.watch_buffer).0,
             watch_buffer: options.watch_buffer,
             published: tokio::sync::watch::Sender::new(revision),
+            follows: AtomicBool::new(follows),
         });
         let (retention, compaction_interval) = (options.retention, options.compaction_interval);
         let (requests, inbox) = mpsc::channel();

@@ -470,3 +470,36 @@ fn compaction_drops_the_logs_old_changes_in_steps_and_keeps_the_latest() {
          END $$",
     );
 }
+
+#[test]
+fn a_copy_compacts_its_history_like_a_store_of_its_own() {
+    let postgres = Postgres::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
+    let (a, b) = (open("a"), open("b"));
+    rt.block_on(async {
+        for store in [&a, &b] {
+            store
+                .follow(connect(&postgres).await.unwrap())
+                .await
+                .unwrap();
+        }
+        for i in 0..5 {
+            a.write(vec![create(&format!("ns/k{i}"))]).await.unwrap();
+        }
+        for store in [&a, &b] {
+            store.catch_up().await.unwrap();
+        }
+        // Its compaction commits without an fsync (the history is PostgreSQL's), and takes
+        // effect all the same.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(b.compact(later).await.unwrap(), 5);
+        assert!(matches!(b.watch(0), Err(WatchError::Gone { .. })));
+        assert_eq!(contents(&b), contents(&a));
+        // And it goes on following.
+        let written = a.write(vec![create("ns/after")]).await.unwrap();
+        b.wait_for(written[0].revision).await.unwrap();
+        assert!(b.get("ns/after").unwrap().is_some());
+    });
+}
