@@ -71,7 +71,31 @@ const SCHEMA_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog"
 /// The most changes one step of compaction drops from the log.
 const COMPACTION_STEP: i64 = 2_000;
 
-/// Connections kept to PostgreSQL: writers hold one for a transaction.
+/// A pool of at most `size` connections, each waited for and made within `TIMEOUT`.
+fn connection_pool(
+    config: &tokio_postgres::Config,
+    tls: &Option<MakeRustlsConnect>,
+    size: usize,
+) -> Result<Pool, StorageError> {
+    let recycling = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        Some(tls) => Manager::from_config(config.clone(), tls.clone(), recycling),
+        None => Manager::from_config(config.clone(), NoTls, recycling),
+    };
+    // Bounded waits everywhere: with PostgreSQL gone a write fails in seconds, not hangs.
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(TIMEOUT))
+        .create_timeout(Some(TIMEOUT))
+        .recycle_timeout(Some(TIMEOUT))
+        .build()
+        .map_err(shared_error)
+}
+
+/// Connections kept to PostgreSQL for reads (the group writer has one of its own).
 const POOL_SIZE: usize = 16;
 /// How long getting or making a connection may take.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -116,24 +140,8 @@ impl SharedLog {
     /// Connects (lazily, through a pool) and creates the tables if they are missing.
     pub async fn connect(postgres: impl Into<Postgres>) -> Result<SharedLog, StorageError> {
         let (config, tls) = postgres.into().connector()?;
-        let recycling = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match &tls {
-            Some(tls) => Manager::from_config(config.clone(), tls.clone(), recycling),
-            None => Manager::from_config(config.clone(), NoTls, recycling),
-        };
-        // Bounded waits everywhere: with PostgreSQL gone a write fails in seconds, not hangs.
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(TIMEOUT))
-            .create_timeout(Some(TIMEOUT))
-            .recycle_timeout(Some(TIMEOUT))
-            .build()
-            .map_err(shared_error)?;
-        let (writes, queue) = mpsc::unbounded_channel();
-        tokio::spawn(group_writer(pool.clone(), queue));
+        let pool = connection_pool(&config, &tls, POOL_SIZE)?;
+        let writes = spawn_group_writer(connection_pool(&config, &tls, 1)?)?;
         let (revision_requests, waiting) = mpsc::unbounded_channel();
         tokio::spawn(revision_batches(pool.clone(), waiting));
         let log = SharedLog {
@@ -464,7 +472,28 @@ struct WriteRequest {
 /// The most writes one PostgreSQL transaction takes.
 const MAX_GROUP: usize = 256;
 
-/// Commits the writes queued at `queue`, all those waiting at once in one transaction.
+/// Starts the group writer on a thread and a connection of its own; returns its queue. The
+/// row lock a group takes is held until the group's next round trip, so every moment the
+/// writer waits for a CPU after PostgreSQL answered is a moment every replica's writes wait.
+/// On the server's runtime it queued behind request handling: sampled during spread creates,
+/// the lock holder sat idle in transaction, waiting for its client, in 18 of 60 samples (10
+/// with its own thread), and creates/s rose about 15% (BENCHMARKS.md).
+fn spawn_group_writer(pool: Pool) -> Result<mpsc::UnboundedSender<WriteRequest>, StorageError> {
+    let failed = |e: std::io::Error| StorageError::Shared(format!("group writer: {e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(failed)?;
+    let (writes, queue) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("shared-log-writer".into())
+        .spawn(move || runtime.block_on(group_writer(pool, queue)))
+        .map_err(failed)?;
+    Ok(writes)
+}
+
+/// Commits the writes queued at `queue`, all those waiting at once in one transaction; ends
+/// when every sender is gone.
 async fn group_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<WriteRequest>) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
