@@ -57,6 +57,16 @@ impl FieldSet {
         FieldSet(self.0.difference(&other.0).cloned().collect())
     }
 
+    /// Adds every path of `other`.
+    pub fn insert_all(&mut self, other: FieldSet) {
+        self.0.extend(other.0);
+    }
+
+    /// Removes every path of `other`.
+    pub fn remove_all(&mut self, other: &FieldSet) {
+        self.0.retain(|path| !other.0.contains(path));
+    }
+
     pub fn intersection(&self, other: &FieldSet) -> FieldSet {
         FieldSet(self.0.intersection(&other.0).cloned().collect())
     }
@@ -78,20 +88,28 @@ impl FieldSet {
     }
 
     /// The `fieldsV1` tree: `f:<field>`, `k:<keys>`, `v:<value>`, with `.` marking an object or
-    /// item that is itself in the set.
+    /// item that is itself in the set. Built in one walk: every member is marked as it is met,
+    /// and the marks of members that got no children are dropped after.
     pub fn to_fields_v1(&self) -> Value {
         let mut root = Map::new();
+        let mut key = String::new();
         for path in &self.0 {
             let mut node = &mut root;
             for step in path {
+                write_step_key(step, &mut key);
+                if !node.contains_key(&key) {
+                    node.insert(key.clone(), Value::Object(Map::new()));
+                }
                 node = node
-                    .entry(step_key(step))
-                    .or_insert_with(|| Value::Object(Map::new()))
-                    .as_object_mut()
+                    .get_mut(&key)
+                    .and_then(Value::as_object_mut)
                     .expect("fieldsV1 nodes are objects");
             }
+            node.insert(".".into(), Value::Object(Map::new()));
         }
-        mark_members(&mut root, &self.0, &mut Vec::new());
+        for child in root.values_mut() {
+            drop_lone_marks(child);
+        }
         Value::Object(root)
     }
 
@@ -102,30 +120,28 @@ impl FieldSet {
     }
 }
 
-fn step_key(step: &Step) -> String {
-    match step {
-        Step::Field(name) => format!("f:{name}"),
-        Step::Key(keys) => format!("k:{keys}"),
-        Step::Value(value) => format!("v:{value}"),
-    }
+/// Writes the fieldsV1 key of `step` into `key`.
+fn write_step_key(step: &Step, key: &mut String) {
+    let (prefix, text) = match step {
+        Step::Field(name) => ("f:", name),
+        Step::Key(keys) => ("k:", keys),
+        Step::Value(value) => ("v:", value),
+    };
+    key.clear();
+    key.push_str(prefix);
+    key.push_str(text);
 }
 
-/// Marks with `.` each member of the set that also has children in the tree.
-fn mark_members(node: &mut Map<String, Value>, set: &BTreeSet<Path>, path: &mut Path) {
-    let children: Vec<String> = node.keys().filter(|k| *k != ".").cloned().collect();
-    for child in children {
-        let Ok(step) = parse_step(&child) else {
-            continue;
-        };
-        path.push(step);
-        if let Some(Value::Object(sub)) = node.get_mut(&child) {
-            let has_children = sub.keys().any(|k| k != ".");
-            if has_children && set.contains(path) {
-                sub.insert(".".into(), Value::Object(Map::new()));
-            }
-            mark_members(sub, set, path);
-        }
-        path.pop();
+/// A member without children is a leaf, `{}`, not `{".": {}}`.
+fn drop_lone_marks(node: &mut Value) {
+    let Value::Object(children) = node else {
+        return;
+    };
+    if children.len() == 1 && children.contains_key(".") {
+        children.clear();
+    }
+    for child in children.values_mut() {
+        drop_lone_marks(child);
     }
 }
 
@@ -311,31 +327,31 @@ fn compare_items(
     path: &mut Path,
     changes: &mut Changes,
 ) {
-    let items = |v: Option<&Value>| -> Vec<(Step, Value)> {
-        v.and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|i| item_step(list_type, i).map(|s| (s, i.clone())))
-            .collect()
-    };
-    let (old_items, new_items) = (items(old), items(new));
-    let find = |items: &[(Step, Value)], step: &Step| {
-        items
-            .iter()
-            .find(|(s, _)| s == step)
-            .map(|(_, v)| v.clone())
-    };
-    let steps: BTreeSet<Step> = old_items
+    let (old_items, new_items) = (list_items(list_type, old), list_items(list_type, new));
+    let steps: BTreeSet<&Step> = old_items
         .iter()
         .chain(new_items.iter())
-        .map(|(s, _)| s.clone())
+        .map(|(s, _)| s)
         .collect();
     for step in steps {
-        let (a, b) = (find(&old_items, &step), find(&new_items, &step));
-        path.push(step);
-        compare_at(a.as_ref(), b.as_ref(), item_shape, path, changes);
+        let (a, b) = (find_item(&old_items, step), find_item(&new_items, step));
+        path.push(step.clone());
+        compare_at(a, b, item_shape, path, changes);
         path.pop();
     }
+}
+
+/// The items of a list with the steps that name them.
+fn list_items<'v>(list_type: &ListType, list: Option<&'v Value>) -> Vec<(Step, &'v Value)> {
+    list.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item_step(list_type, item).map(|step| (step, item)))
+        .collect()
+}
+
+fn find_item<'v>(items: &[(Step, &'v Value)], step: &Step) -> Option<&'v Value> {
+    items.iter().find(|(s, _)| s == step).map(|(_, item)| *item)
 }
 
 /// A path as structured-merge-diff prints it in conflicts: `.spec.tags[="10"]`,

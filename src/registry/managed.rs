@@ -230,7 +230,7 @@ impl Managers {
                 continue;
             }
             let (fields, time) = (self.0[i].fields.clone(), self.0[i].time.clone());
-            self.0[bucket].fields = self.0[bucket].fields.union(&fields);
+            self.0[bucket].fields.insert_all(fields);
             self.0[bucket].time = time;
             folded[i] = true;
             count -= 1;
@@ -297,11 +297,12 @@ pub fn record_update(
     }
     for manager in managers.0.iter_mut() {
         if !writer.is(manager, Operation::Update) {
-            manager.fields = manager.fields.difference(&changed);
+            manager.fields.remove_all(&changed);
         }
     }
     let entry = managers.entry(writer, Operation::Update);
-    entry.fields = entry.fields.union(&changed).difference(&removed);
+    entry.fields.insert_all(changed);
+    entry.fields.remove_all(&removed);
     entry.time = Some(now.clone());
     managers
 }
@@ -337,7 +338,7 @@ pub fn apply(
             manager: manager.describe(),
             path: path_string(path),
         }));
-        manager.fields = manager.fields.difference(&taken);
+        manager.fields.remove_all(&taken);
     }
     if !conflicts.is_empty() && !force {
         return Err(conflicts);
