@@ -66,15 +66,17 @@ ALTER TABLE catalog_log SET (vacuum_truncate = false);
 -- The objects' bytes are compressed with lz4 where PostgreSQL has it (any build since 14 with
 -- --with-lz4, as Debian's and CloudNativePG's): pglz, the default, compressing two copies of
 -- every write under the revision lock and decompressing each for every replica, cost about
--- 10% of creates/s (BENCHMARKS.md). Tables made before are altered once.
+-- 10% of creates/s (BENCHMARKS.md). Tables made before are altered once. (Nested: a server
+-- without column compression, before 14, has no attcompression to ask about.)
 DO $$ BEGIN
     IF EXISTS (SELECT FROM pg_settings
-               WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals))
-       AND EXISTS (SELECT FROM pg_attribute
+               WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+        IF EXISTS (SELECT FROM pg_attribute
                    WHERE attrelid IN ('catalog_objects'::regclass, 'catalog_log'::regclass)
                      AND attname = 'value' AND attcompression <> 'l') THEN
-        ALTER TABLE catalog_objects ALTER COLUMN value SET COMPRESSION lz4;
-        ALTER TABLE catalog_log ALTER COLUMN value SET COMPRESSION lz4;
+            ALTER TABLE catalog_objects ALTER COLUMN value SET COMPRESSION lz4;
+            ALTER TABLE catalog_log ALTER COLUMN value SET COMPRESSION lz4;
+        END IF;
     END IF;
 END $$;
 ";
