@@ -24,6 +24,14 @@ async fn connect(postgres: &Postgres) -> Result<SharedLog, StorageError> {
     SharedLog::connect(postgres.config().parse::<PostgresConfig>().unwrap()).await
 }
 
+/// Makes `store` a copy that follows the shared log on the test's PostgreSQL.
+async fn follow(store: &Store, postgres: &Postgres) {
+    store
+        .follow(connect(postgres).await.unwrap())
+        .await
+        .unwrap();
+}
+
 fn value(key: &str) -> BuildValue {
     let key = key.to_string();
     Box::new(move |revision| Bytes::from(format!("{key}@{revision}")))
@@ -213,8 +221,8 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
     let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
     rt.block_on(async {
         let (a, b) = (open("a"), open("b"));
-        a.follow(connect(&postgres).await.unwrap()).await.unwrap();
-        b.follow(connect(&postgres).await.unwrap()).await.unwrap();
+        follow(&a, &postgres).await;
+        follow(&b, &postgres).await;
         let mut watched_on_b = b.watch(0).unwrap();
         let written = a
             .write(vec![create("ns/one"), create("ns/two")])
@@ -239,7 +247,7 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
         }
         // A replica started later restores the log's snapshot, then follows it.
         let c = open("c");
-        c.follow(connect(&postgres).await.unwrap()).await.unwrap();
+        follow(&c, &postgres).await;
         assert_eq!(c.revision(), 3);
         a.write(vec![create("ns/three")]).await.unwrap();
         c.catch_up().await.unwrap();
@@ -258,8 +266,7 @@ fn followers_resume_after_postgres_restarts() {
     let (a, b) = (open("a"), open("b"));
     rt.block_on(async {
         for store in [&a, &b] {
-            let log = connect(&postgres);
-            store.follow(log.await.unwrap()).await.unwrap();
+            follow(store, &postgres).await;
         }
         a.write(vec![create("ns/before")]).await.unwrap();
         b.catch_up().await.unwrap();
@@ -311,10 +318,7 @@ fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join()
         }
         let before = contents(&embedded);
 
-        embedded
-            .follow(connect(&postgres).await.unwrap())
-            .await
-            .unwrap();
+        follow(&embedded, &postgres).await;
         assert_eq!(
             contents(&embedded),
             before,
@@ -327,10 +331,7 @@ fn an_embedded_store_seeds_an_empty_shared_store_and_no_other_history_may_join()
         );
 
         let fresh = open("fresh");
-        fresh
-            .follow(connect(&postgres).await.unwrap())
-            .await
-            .unwrap();
+        follow(&fresh, &postgres).await;
         assert_eq!(contents(&fresh), before);
         let next = fresh.revision() + 1;
         let written = fresh.write(vec![create("ns/c")]).await.unwrap();
@@ -380,9 +381,7 @@ fn a_copy_ahead_of_a_restored_shared_store_is_refused_for_rebuilding() {
     let open = || Store::open(&dir.path().join("copy"), Options::default()).unwrap();
     rt.block_on(async {
         let copy = open();
-        copy.follow(connect(&postgres).await.unwrap())
-            .await
-            .unwrap();
+        follow(&copy, &postgres).await;
         for key in ["ns/a", "ns/b", "ns/c"] {
             copy.write(vec![create(key)]).await.unwrap();
         }
@@ -490,10 +489,7 @@ fn a_copy_compacts_its_history_like_a_store_of_its_own() {
     let (a, b) = (open("a"), open("b"));
     rt.block_on(async {
         for store in [&a, &b] {
-            store
-                .follow(connect(&postgres).await.unwrap())
-                .await
-                .unwrap();
+            follow(store, &postgres).await;
         }
         for i in 0..5 {
             a.write(vec![create(&format!("ns/k{i}"))]).await.unwrap();
