@@ -466,7 +466,7 @@ type RevisionReply = oneshot::Sender<Result<u64, String>>;
 /// The longest a consistent read waits for others to share its revision query. GETs at 64
 /// clients over 3 replicas on a 2-vCPU machine: a query answered about 3.6 reads and cost
 /// PostgreSQL 0.1 ms of CPU; gathering cut PostgreSQL's CPU by a third and raised GETs/s
-/// about 12% (BENCHMARKS.md). Tokio's timer rounds it up to its 1 ms tick.
+/// about 15% (BENCHMARKS.md). Tokio's timer rounds it up to its 1 ms tick.
 const GATHER_AT_MOST: Duration = Duration::from_millis(1);
 
 /// Answers the consistent reads waiting, in batches of one query each. A batch waits for as
