@@ -478,18 +478,22 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
             if code != 200 {
                 return Err(format!("PATCH {path}: {code}"));
             }
+            let answered = at.elapsed();
             let object: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
             object["metadata"]["resourceVersion"]
                 .as_str()
                 .and_then(|r| r.parse::<u64>().ok())
-                .map(|revision| (revision, at))
+                .map(|revision| (revision, at, answered))
                 .ok_or_else(|| format!("PATCH {path}: no resourceVersion"))
         });
     }
     let mut sent: HashMap<u64, Instant> = HashMap::new();
+    // How long the writes themselves took: what of a delivery's latency is the write's.
+    let mut answers = Vec::new();
     while let Some(write) = writes.join_next().await {
-        let (revision, at) = write.map_err(|e| e.to_string())??;
+        let (revision, at, answered) = write.map_err(|e| e.to_string())??;
         sent.insert(revision, at);
+        answers.push(answered);
     }
     let writing = started.elapsed();
     let last = sent.keys().max().copied().unwrap_or(from);
@@ -515,6 +519,7 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
                 .map(|sent| at.saturating_duration_since(*sent))
         })
         .collect();
+    let written = report("write", answers, 0, writing);
     let expected = sent.len() as u64 * args.watchers as u64;
     let delivered = latencies.len() as u64;
     let mut report = report(
@@ -523,6 +528,8 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
         expected.saturating_sub(delivered),
         elapsed,
     );
+    report.notes.push(("write_p50_ms".into(), written.p50_ms));
+    report.notes.push(("write_p99_ms".into(), written.p99_ms));
     report.notes.push(("watchers".into(), args.watchers as f64));
     report.notes.push(("writes".into(), sent.len() as f64));
     report

@@ -83,4 +83,16 @@ fn every_load_scenario_runs_and_reports() {
         );
     }
     assert!(stdout.contains("watch-fanout"), "{stdout}");
+    let fanout = &reports[scenarios.iter().position(|s| *s == "watch-fanout").unwrap()];
+    let note = |name: &str| {
+        fanout["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n[0] == name)
+            .and_then(|n| n[1].as_f64())
+            .unwrap_or_else(|| panic!("{name} in {fanout}"))
+    };
+    let (write_p50, write_p99) = (note("write_p50_ms"), note("write_p99_ms"));
+    assert!(0.0 < write_p50 && write_p50 <= write_p99, "{fanout}");
 }
