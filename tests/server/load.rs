@@ -1,6 +1,7 @@
 //! A smoke run of catalog-load: every scenario runs against the real server at small N and
 //! reports sane figures (not timing thresholds: performance is measured, see BENCHMARKS.md).
 
+use std::collections::HashMap;
 use std::process::Command;
 
 use serde_json::Value;
@@ -64,12 +65,7 @@ fn every_load_scenario_runs_and_reports() {
         );
         assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{name}: {report}");
     }
-    let server_figures: std::collections::HashMap<String, f64> = reports.last().unwrap()["notes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| (n[0].as_str().unwrap().to_string(), n[1].as_f64().unwrap()))
-        .collect();
+    let server_figures = notes(reports.last().unwrap());
     for figure in [
         "serde_page_ms",
         "tls_copy_MB/s",
@@ -83,16 +79,17 @@ fn every_load_scenario_runs_and_reports() {
         );
     }
     assert!(stdout.contains("watch-fanout"), "{stdout}");
-    let fanout = &reports[scenarios.iter().position(|s| *s == "watch-fanout").unwrap()];
-    let note = |name: &str| {
-        fanout["notes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n[0] == name)
-            .and_then(|n| n[1].as_f64())
-            .unwrap_or_else(|| panic!("{name} in {fanout}"))
-    };
-    let (write_p50, write_p99) = (note("write_p50_ms"), note("write_p99_ms"));
-    assert!(0.0 < write_p50 && write_p50 <= write_p99, "{fanout}");
+    let fanout = notes(&reports[scenarios.iter().position(|s| *s == "watch-fanout").unwrap()]);
+    let (write_p50, write_p99) = (fanout["write_p50_ms"], fanout["write_p99_ms"]);
+    assert!(0.0 < write_p50 && write_p50 <= write_p99, "{fanout:?}");
+}
+
+/// A report's notes by name.
+fn notes(report: &Value) -> HashMap<String, f64> {
+    report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n[0].as_str().unwrap().to_string(), n[1].as_f64().unwrap()))
+        .collect()
 }
