@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -172,18 +172,33 @@ pub(crate) struct Compacted {
 /// History records compacted per step, so that a large backlog never holds writes up for long.
 const COMPACTION_STEP: usize = 2_000;
 
-/// The committer thread: groups and commits requests until every sender is gone, and compacts
-/// history older than the retention window every compaction interval.
+/// How long the queue stays empty before the engine settles what it deferred (`settle`): a
+/// pause, not the gaps between the groups of a burst.
+const SETTLE_AFTER: Duration = Duration::from_millis(200);
+
+/// The committer thread: groups and commits requests until every sender is gone, compacts
+/// history older than the retention window every compaction interval, and settles the engine
+/// when the queue pauses.
 pub(crate) fn run(core: Arc<Core>, requests: Receiver<Request>, options: Options) {
     let mut last_ms = 0;
     let mut next_compaction = Instant::now() + options.compaction_interval;
+    let mut unsettled = false;
     loop {
-        let wait = next_compaction.saturating_duration_since(Instant::now());
+        let mut wait = next_compaction.saturating_duration_since(Instant::now());
+        if unsettled {
+            wait = wait.min(SETTLE_AFTER);
+        }
         let first = match requests.recv_timeout(wait) {
             Ok(first) => Some(first),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        if first.is_none()
+            && std::mem::take(&mut unsettled)
+            && let Err(e) = core.engine.settle()
+        {
+            tracing::warn!(error = %e, "settling the engine failed");
+        }
         // Commit times only move forward, even if the wall clock steps back.
         last_ms = last_ms.max(now_ms());
         if let Some(first) = first {
@@ -195,6 +210,7 @@ pub(crate) fn run(core: Arc<Core>, requests: Receiver<Request>, options: Options
                 }
             }
             commit_group(&core, group, last_ms);
+            unsettled = true;
         }
         if Instant::now() >= next_compaction {
             let cutoff_ms = last_ms.saturating_sub(options.retention.as_millis() as u64);

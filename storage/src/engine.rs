@@ -4,6 +4,7 @@
 
 mod redb;
 mod sled;
+mod unsynced;
 mod wal;
 
 use std::collections::BTreeMap;
@@ -72,11 +73,19 @@ pub trait Engine: Send + Sync + 'static {
     /// Applies the batch atomically and returns only once it is durable (fsync'd).
     fn commit(&self, batch: &Batch) -> Result<(), EngineError>;
 
-    /// Applies the batch atomically, durable later: a crash may lose it and the commits after
-    /// it, never part of it, so the store stays a prefix of what was committed. For changes
-    /// that are durable elsewhere (a copy of a shared log, which catches up after a crash).
+    /// Applies the batch atomically, durable later: a crash of the process may lose it and the
+    /// commits after it, never part of it, so the store stays a prefix of what was committed;
+    /// after a crash of the machine, the engine may open empty. For changes that are durable
+    /// elsewhere (a copy of a shared log, which catches up or is rebuilt after a crash).
     fn commit_lazily(&self, batch: &Batch) -> Result<(), EngineError> {
         self.commit(batch)
+    }
+
+    /// Does now the work an engine defers from its lazy commits, so that it is not done later
+    /// in the way of a commit. Called when no commit is waiting; returns at once if there is
+    /// nothing to do.
+    fn settle(&self) -> Result<(), EngineError> {
+        Ok(())
     }
 }
 
