@@ -162,6 +162,7 @@ impl RedbEngine {
         self.syncs.store(true, Ordering::Release);
         written?;
         log.lazy_commits = 0;
+        self.writeback.nudge();
         Ok(())
     }
 

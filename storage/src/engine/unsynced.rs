@@ -8,10 +8,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -90,7 +90,7 @@ impl StorageBackend for SwitchedFile {
     }
 }
 
-/// How often a file with commits without fsync is written back while they go on.
+/// How often, at most, a file with commits without fsync is written back while they go on.
 const WRITEBACK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Writes back, from a thread of its own, what commits without fsync leave in the page cache.
@@ -98,7 +98,6 @@ const WRITEBACK_INTERVAL: Duration = Duration::from_secs(1);
 /// that held PostgreSQL's fsyncs on the same disk, and so the writes, up for over a second.
 pub(super) struct Writeback {
     nudges: SyncSender<()>,
-    last: Mutex<Instant>,
 }
 
 impl Writeback {
@@ -109,26 +108,21 @@ impl Writeback {
         std::thread::Builder::new()
             .name("copy-writeback".into())
             .spawn(move || {
+                // Ends when the engine is gone (its sender with it).
                 for () in nudged {
                     if let Err(e) = file.sync_data() {
                         tracing::warn!(error = %e, "writing back the local copy failed");
                     }
+                    std::thread::sleep(WRITEBACK_INTERVAL);
                 }
             })?;
-        Ok(Writeback {
-            nudges,
-            last: Mutex::new(Instant::now()),
-        })
+        Ok(Writeback { nudges })
     }
 
-    /// Asks for a writeback after a commit without fsync, at most once an interval.
+    /// Asks for a writeback of what was written so far: within the interval, never blocking.
     pub(super) fn nudge(&self) {
-        let mut last = self.last.lock().expect("not poisoned");
-        if last.elapsed() >= WRITEBACK_INTERVAL {
-            *last = Instant::now();
-            // Full: one is already asked for.
-            let _ = self.nudges.try_send(());
-        }
+        // Full: one is asked for already, and will cover this.
+        let _ = self.nudges.try_send(());
     }
 }
 
