@@ -80,7 +80,7 @@ impl RedbEngine {
         let syncs = Arc::new(AtomicBool::new(true));
         let db = Database::builder()
             .set_cache_size(cache_bytes)
-            .create_with_backend(SwitchedFile::new(file, syncs.clone()))
+            .create_with_backend(SwitchedFile::new(file, syncs.clone()).map_err(fail)?)
             .map_err(fail)?;
         // Create the table once so that readers never meet a missing table.
         let txn = db.begin_write().map_err(fail)?;

@@ -24,11 +24,11 @@ pub(super) struct SwitchedFile {
 }
 
 impl SwitchedFile {
-    pub(super) fn new(file: File, syncs: Arc<AtomicBool>) -> Self {
-        SwitchedFile {
-            file: FileBackend::new(file).expect("infallible without redb's experimental API"),
+    pub(super) fn new(file: File, syncs: Arc<AtomicBool>) -> Result<Self, redb::DatabaseError> {
+        Ok(SwitchedFile {
+            file: FileBackend::new(file)?,
             syncs,
-        }
+        })
     }
 }
 
