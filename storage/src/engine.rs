@@ -57,6 +57,14 @@ impl Batch {
         self.writes.is_empty()
     }
 
+    /// The bytes of its keys and values.
+    pub fn size(&self) -> u64 {
+        self.writes
+            .iter()
+            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
+            .sum()
+    }
+
     pub fn writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.writes
             .iter()

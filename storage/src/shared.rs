@@ -64,6 +64,13 @@ CREATE TABLE IF NOT EXISTS catalog_log (
 ALTER TABLE catalog_meta SET (fillfactor = 10, vacuum_truncate = false);
 ALTER TABLE catalog_objects SET (vacuum_truncate = false);
 ALTER TABLE catalog_log SET (vacuum_truncate = false);
+-- Nothing is ever selected by these columns, so ANALYZE has no use for their statistics, and
+-- gathering them from their arrays and bytes after a bulk import took autovacuum most of a
+-- core for seconds (watch delivery up to 1 s late meanwhile; BENCHMARKS.md).
+ALTER TABLE catalog_objects ALTER COLUMN value SET STATISTICS 0,
+    ALTER COLUMN index_names SET STATISTICS 0, ALTER COLUMN index_values SET STATISTICS 0;
+ALTER TABLE catalog_log ALTER COLUMN value SET STATISTICS 0,
+    ALTER COLUMN index_names SET STATISTICS 0, ALTER COLUMN index_values SET STATISTICS 0;
 -- The objects' bytes are compressed with lz4 where PostgreSQL has it (any build since 14 with
 -- --with-lz4, as Debian's and CloudNativePG's): pglz, the default, compressing two copies of
 -- every write under the revision lock and decompressing each for every replica, cost about

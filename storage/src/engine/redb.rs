@@ -18,6 +18,10 @@ const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("catalog");
 
 /// The log size at which the B-tree is made durable and the log emptied: it bounds what an
 /// open after a crash applies again, and lets the groups in between share each page write.
+/// Lazy commits are written out at the same size: what a burst leaves in memory to write at
+/// its end. Bounded by count alone, a copy held up to half its cache (128 MiB) of dirty
+/// pages at the end of a burst, and the three copies' write-outs and writebacks kept the
+/// disk busy for 3-4 s (watch delivery p99 up to 0.7 s meanwhile; BENCHMARKS.md).
 const CHECKPOINT_BYTES: u64 = 32 << 20;
 
 /// Also checkpoint (or write out lazy commits) after this many commits: redb keeps a record
@@ -46,6 +50,8 @@ struct Log {
     /// Lazy commits since the B-tree's last complete commit (with or without fsync): redb
     /// holds them in memory.
     lazy_commits: usize,
+    /// The bytes of their batches.
+    lazy_bytes: u64,
     /// Whether lazy commits were written out without fsync since the last checkpoint.
     unsynced: bool,
 }
@@ -92,6 +98,7 @@ impl RedbEngine {
             log: Mutex::new(Log {
                 wal,
                 lazy_commits: 0,
+                lazy_bytes: 0,
                 // What was written out in this boot may still be only in the page cache.
                 unsynced: marked == Marked::ThisBoot,
             }),
@@ -137,7 +144,7 @@ impl RedbEngine {
     /// without one), then empties the log.
     fn checkpoint(&self, log: &mut Log) -> Result<(), EngineError> {
         self.apply(&Batch::default(), Durability::Immediate)?;
-        log.lazy_commits = 0;
+        log.forget_lazy_commits();
         if log.unsynced {
             self.mark.clear().map_err(fail)?;
             log.unsynced = false;
@@ -161,7 +168,7 @@ impl RedbEngine {
         let written = self.apply(&Batch::default(), Durability::Immediate);
         self.syncs.store(true, Ordering::Release);
         written?;
-        log.lazy_commits = 0;
+        log.forget_lazy_commits();
         self.writeback.nudge();
         Ok(())
     }
@@ -188,8 +195,22 @@ impl Log {
 
     /// Whether a checkpoint is due (see `CHECKPOINT_BYTES` and `CHECKPOINT_COMMITS`).
     fn is_full(&self) -> bool {
-        self.wal.len() >= CHECKPOINT_BYTES || self.wal.records() >= CHECKPOINT_COMMITS
+        full(self.wal.len(), self.wal.records())
     }
+
+    /// Whether lazy commits are due to be written out, by the same measures.
+    fn lazy_is_full(&self) -> bool {
+        full(self.lazy_bytes, self.lazy_commits)
+    }
+
+    fn forget_lazy_commits(&mut self) {
+        self.lazy_commits = 0;
+        self.lazy_bytes = 0;
+    }
+}
+
+fn full(bytes: u64, commits: usize) -> bool {
+    bytes >= CHECKPOINT_BYTES || commits >= CHECKPOINT_COMMITS
 }
 
 impl Drop for RedbEngine {
@@ -254,8 +275,9 @@ impl Engine for RedbEngine {
         }
         self.apply(batch, Durability::None)?;
         log.lazy_commits += 1;
+        log.lazy_bytes += batch.size();
         self.writeback.nudge();
-        if log.lazy_commits >= CHECKPOINT_COMMITS
+        if log.lazy_is_full()
             && let Err(e) = self.write_out(&mut log)
         {
             // The commit stands; the next one tries again.
@@ -359,6 +381,25 @@ mod tests {
         };
         assert!(after_crash(b.path(), lazily, other_boot).is_empty());
         assert!(!b.path().join("crashed.unsynced").exists());
+    }
+
+    #[test]
+    fn lazy_commits_are_written_out_once_their_batches_reach_the_checkpoint_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.redb");
+        let engine = RedbEngine::open(&path, 1 << 20).unwrap();
+        let quarter = |key: &str| {
+            let mut batch = Batch::default();
+            batch.put(key.into(), vec![0; CHECKPOINT_BYTES as usize / 4]);
+            batch
+        };
+        for key in ["1", "2", "3"] {
+            engine.commit_lazily(&quarter(key)).unwrap();
+        }
+        let written_out = || path.with_extension("unsynced").exists();
+        assert!(!written_out(), "three quarters stay in memory");
+        engine.commit_lazily(&quarter("4")).unwrap();
+        assert!(written_out(), "the fourth quarter writes them out");
     }
 
     #[test]
