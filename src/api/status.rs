@@ -39,8 +39,14 @@ impl ApiError {
     }
 
     /// A 409 Conflict from optimistic concurrency: the write may be retried on a fresh read.
+    /// Not an apply's conflict over field ownership (its causes name the fields), which a
+    /// retry would only meet again.
     pub fn is_conflict(&self) -> bool {
-        self.code == StatusCode::CONFLICT && self.reason == "Conflict"
+        let names_causes = self
+            .details
+            .as_ref()
+            .is_some_and(|d| d.get("causes").is_some());
+        self.code == StatusCode::CONFLICT && self.reason == "Conflict" && !names_causes
     }
 
     pub fn is_not_found(&self) -> bool {

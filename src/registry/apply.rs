@@ -38,63 +38,57 @@ impl Registry {
             manager: &options.write.manager,
             subresource,
         };
-        for _ in 0..APPLY_RETRIES {
-            let current = self.latest_if_any(namespace, name).await?;
-            let (live, managers) = match &current {
-                Some(item) => {
-                    let stored = decode_stored(&item.value)?;
-                    let managers = stored
-                        .metadata
-                        .managed_fields
-                        .as_deref()
-                        .unwrap_or_default();
-                    let managers = Managers::decode(managers).unwrap_or_default();
-                    (without_managed_fields(&stored), managers)
+        // Someone else wrote in between: apply again onto what they wrote.
+        let (config, writer) = (&config, &writer);
+        let retry = |e: &ApiError| {
+            (e.is_conflict() || e.is_already_exists()) && !patch_names_revision(config)
+        };
+        let mut written = self
+            .write_from_copy(name, (APPLY_RETRIES, retry), |base| async move {
+                let current = self.base(namespace, name, base).await?;
+                let (live, managers) = match &current {
+                    Some(item) => {
+                        let stored = decode_stored(&item.value)?;
+                        let managers = stored
+                            .metadata
+                            .managed_fields
+                            .as_deref()
+                            .unwrap_or_default();
+                        let managers = Managers::decode(managers).unwrap_or_default();
+                        (without_managed_fields(&stored), managers)
+                    }
+                    None if subresource == Subresource::Status => {
+                        return Err(ApiError::not_found(name));
+                    }
+                    None => (json!({}), Managers::default()),
+                };
+                let (merged, managers) =
+                    managed::apply(managers, &live, config, writer, options.force, &now())
+                        .map_err(|conflicts| conflict_error(&conflicts))?;
+                check_object_size(&merged)?;
+                let (mut image, _) = decode_object(&merged, FieldValidation::Ignore)?;
+                image.metadata.managed_fields = managers.encode();
+                let write = &options.write;
+                match &current {
+                    None => {
+                        self.insert(namespace, image, write, Ownership::SetByApply)
+                            .await
+                    }
+                    Some(item) => {
+                        let context = Context {
+                            manager: &write.manager,
+                            subresource,
+                            ownership: Ownership::SetByApply,
+                            now: now(),
+                        };
+                        let target = (namespace, name);
+                        self.replace(target, image, item, write, &context).await
+                    }
                 }
-                None if subresource == Subresource::Status => {
-                    return Err(ApiError::not_found(name));
-                }
-                None => (json!({}), Managers::default()),
-            };
-            let (merged, managers) =
-                managed::apply(managers, &live, &config, &writer, options.force, &now())
-                    .map_err(|conflicts| conflict_error(&conflicts))?;
-            check_object_size(&merged)?;
-            let (mut image, _) = decode_object(&merged, FieldValidation::Ignore)?;
-            image.metadata.managed_fields = managers.encode();
-            let write = &options.write;
-            let result = match &current {
-                None => {
-                    self.insert(namespace, image, write, Ownership::SetByApply)
-                        .await
-                }
-                Some(item) => {
-                    let context = Context {
-                        manager: &write.manager,
-                        subresource,
-                        ownership: Ownership::SetByApply,
-                        now: now(),
-                    };
-                    let target = (namespace, name);
-                    self.replace(target, image, item, write, &context).await
-                }
-            };
-            match result {
-                // Someone else wrote in between: apply again onto what they wrote.
-                Err(e)
-                    if (e.is_conflict() || e.is_already_exists())
-                        && !patch_names_revision(&config) =>
-                {
-                    continue;
-                }
-                Ok(mut written) => {
-                    written.warnings.extend(warnings);
-                    return Ok(written);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(ApiError::stale(name))
+            })
+            .await?;
+        written.warnings.extend(warnings);
+        Ok(written)
     }
 }
 

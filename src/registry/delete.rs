@@ -5,7 +5,9 @@ use bytes::Bytes;
 use catalog_storage::{Item, ListOptions, Op};
 use serde::Deserialize;
 
-use super::{Registry, decode_stored, encode, key, now, read_error, write_error};
+use super::{
+    Base, ONCE, Registry, Stored, decode_stored, encode, key, now, read_error, write_error,
+};
 use crate::api::fields::index_values;
 use crate::api::selector::Selector;
 use crate::api::status::ApiError;
@@ -78,6 +80,31 @@ impl DeleteOptions {
     }
 }
 
+/// What a delete did: the object's last state, whether it is gone (not kept by finalizers),
+/// and whether the store took a write.
+struct Deleted {
+    object: Bytes,
+    gone: bool,
+    stored: bool,
+}
+
+impl Deleted {
+    /// A delete the store did not take: a dry run, or an object already being deleted just so.
+    fn unstored(object: Bytes, gone: bool) -> Deleted {
+        Deleted {
+            object,
+            gone,
+            stored: false,
+        }
+    }
+}
+
+impl Stored for Deleted {
+    fn stored(&self) -> bool {
+        self.stored
+    }
+}
+
 impl Registry {
     /// Deletes one object; returns its last state, and whether it is gone (not kept by
     /// finalizers).
@@ -88,7 +115,22 @@ impl Registry {
         options: &DeleteOptions,
         dry_run: bool,
     ) -> Result<(Bytes, bool), ApiError> {
-        let current = self.latest(namespace, name).await?;
+        let deleted = self
+            .write_from_copy(name, ONCE, |base| {
+                self.delete_once((namespace, name), options, dry_run, base)
+            })
+            .await?;
+        Ok((deleted.object, deleted.gone))
+    }
+
+    async fn delete_once(
+        &self,
+        (namespace, name): (&str, &str),
+        options: &DeleteOptions,
+        dry_run: bool,
+        base: Base,
+    ) -> Result<Deleted, ApiError> {
+        let current = self.existing(namespace, name, base).await?;
         let image = decode_stored(&current.value)?;
         if let Some(pre) = &options.preconditions {
             let uid = image.metadata.uid.as_deref().unwrap_or("");
@@ -111,19 +153,24 @@ impl Registry {
             }
         }
         if dry_run || options.dry_run.iter().any(|d| d == "All") {
-            return Ok((current.value, true));
+            return Ok(Deleted::unstored(current.value, true));
         }
         let Some(op) = self.delete_op(&current, options)? else {
-            return Ok((current.value, false));
+            return Ok(Deleted::unstored(current.value, false));
         };
         let changes = self
             .store
             .write(vec![op])
             .await
             .map_err(|e| write_error(e, name))?;
-        Ok(match &changes[0].value {
+        let (object, gone) = match &changes[0].value {
             Some(kept) => (kept.clone(), false),
             None => (current.value, true),
+        };
+        Ok(Deleted {
+            object,
+            gone,
+            stored: true,
         })
     }
 

@@ -106,22 +106,73 @@ impl Registry {
             .ok_or_else(|| ApiError::not_found(name))
     }
 
-    /// The stored item a write starts from, or 404: read once this store has every write any
-    /// replica acknowledged, as a consistent read is, since with several replicas a client's
-    /// previous write may have been made on another one.
-    pub async fn latest(&self, namespace: &str, name: &str) -> Result<Item, ApiError> {
-        self.latest_if_any(namespace, name)
+    /// The stored item a write starts from, None if there is none.
+    async fn base(
+        &self,
+        namespace: &str,
+        name: &str,
+        base: Base,
+    ) -> Result<Option<Item>, ApiError> {
+        if base == Base::Latest {
+            self.fresh(None).await?;
+        }
+        self.store.get(&key(namespace, name)).map_err(read_error)
+    }
+
+    /// The same for an object that must exist: 404 if it does not.
+    async fn existing(&self, namespace: &str, name: &str, base: Base) -> Result<Item, ApiError> {
+        self.base(namespace, name, base)
             .await?
             .ok_or_else(|| ApiError::not_found(name))
     }
 
-    /// The same, None for an object that does not exist.
-    pub async fn latest_if_any(
+    /// Runs a write, tried again on an error `retry` accepts, at most `retries` times.
+    ///
+    /// With several replicas, the first try starts from this replica's copy as it is, without
+    /// first catching it up with PostgreSQL, as kube-apiserver's `GuaranteedUpdate` starts from
+    /// its watch cache (k8s.io/apiserver, storage/etcd3/store.go, `cachedExistingObject`): a
+    /// write the store takes proves that the copy was current, since it carries the revision
+    /// it started from as its precondition, checked in PostgreSQL's transaction. Any other
+    /// outcome (a refusal, a 404, a no-op, a dry run) may come from a copy that has not yet
+    /// caught up, so it is computed again from the latest; that try is not a retry. A
+    /// replica's writes so wait neither for a consistent read nor for its copy. Without a
+    /// shared log the copy is the latest, and the first try is from the latest.
+    async fn write_from_copy<T: Stored, Try: Future<Output = Result<T, ApiError>>>(
         &self,
-        namespace: &str,
         name: &str,
-    ) -> Result<Option<Item>, ApiError> {
-        self.fresh(None).await?;
-        self.store.get(&key(namespace, name)).map_err(read_error)
+        (retries, retry): (usize, impl Fn(&ApiError) -> bool),
+        write: impl Fn(Base) -> Try,
+    ) -> Result<T, ApiError> {
+        if self.store.follows() {
+            let result = write(Base::Copy).await;
+            if result.as_ref().is_ok_and(T::stored) {
+                return result;
+            }
+        }
+        for _ in 0..retries {
+            match write(Base::Latest).await {
+                Err(e) if retry(&e) => continue,
+                result => return result,
+            }
+        }
+        Err(ApiError::stale(name))
     }
 }
+
+/// Where the object a write starts from is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Base {
+    /// This replica's copy as it is: it may lack other replicas' latest writes.
+    Copy,
+    /// The copy once it has every write any replica acknowledged.
+    Latest,
+}
+
+/// What one try of a write did.
+trait Stored {
+    /// Whether the store took a write (not a no-op, a dry run or a refusal).
+    fn stored(&self) -> bool;
+}
+
+/// A write tried once, as the request asks: no retry on a conflict.
+const ONCE: (usize, fn(&ApiError) -> bool) = (1, |_| false);

@@ -11,7 +11,7 @@ use super::strategy::{
     Context, Ownership, SecretAccess, Subresource, admit, generates_name, prepare_for_create,
     prepare_for_update,
 };
-use super::{Registry, decode_stored, encode, key, now, read_error, write_error};
+use super::{ONCE, Registry, Stored, decode_stored, encode, key, now, read_error, write_error};
 use crate::api::decode::{FieldValidation, decode_object};
 use crate::api::fields::index_values;
 use crate::api::status::ApiError;
@@ -44,13 +44,16 @@ impl WriteOptions {
 pub struct Written {
     pub object: Bytes,
     pub warnings: Vec<String>,
+    /// Whether the store took the write: not a no-op or a dry run.
+    stored: bool,
 }
 
 impl Written {
-    fn of(object: Bytes) -> Written {
+    fn of(object: Bytes, stored: bool) -> Written {
         Written {
             object,
             warnings: Vec::new(),
+            stored,
         }
     }
 
@@ -79,6 +82,12 @@ fn generated_name(prefix: &str) -> String {
         .map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char)
         .collect();
     format!("{prefix}{suffix}")
+}
+
+impl Stored for Written {
+    fn stored(&self) -> bool {
+        self.stored
+    }
 }
 
 impl Registry {
@@ -111,7 +120,7 @@ impl Registry {
             admit(&image, None, options.secret_access.as_ref()).await?;
             match self.commit_create(namespace, &image, options.dry_run).await {
                 Err(e) if generate && e.is_already_exists() => continue,
-                result => return result.map(Written::of),
+                result => return result.map(|object| Written::of(object, !options.dry_run)),
             }
         }
         Err(ApiError::already_exists(
@@ -153,10 +162,13 @@ impl Registry {
         image: CatalogImage,
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let current = self.latest(namespace, name).await?;
-        let context = options.context(subresource, Ownership::Record);
-        self.replace((namespace, name), image, &current, options, &context)
-            .await
+        let (image, context) = (&image, &options.context(subresource, Ownership::Record));
+        self.write_from_copy(name, ONCE, |base| async move {
+            let current = self.existing(namespace, name, base).await?;
+            self.replace((namespace, name), image.clone(), &current, options, context)
+                .await
+        })
+        .await
     }
 
     /// PATCH on the object or its `/status`; retried on a concurrent write unless the patch
@@ -168,9 +180,10 @@ impl Registry {
         (kind, patch): (PatchKind, &Value),
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let context = options.context(subresource, Ownership::Record);
-        for _ in 0..PATCH_RETRIES {
-            let current = self.latest(namespace, name).await?;
+        let context = &options.context(subresource, Ownership::Record);
+        let retry = |e: &ApiError| e.is_conflict() && !patch_names_revision(patch);
+        self.write_from_copy(name, (PATCH_RETRIES, retry), |base| async move {
+            let current = self.existing(namespace, name, base).await?;
             let mut document: Value = serde_json::from_slice(&current.value)
                 .map_err(|e| ApiError::internal(format!("stored object does not decode: {e}")))?;
             match kind {
@@ -178,15 +191,12 @@ impl Registry {
                 PatchKind::Json => apply_json_patch(&mut document, patch)?,
             }
             let (image, warnings) = decode_object(&document, options.field_validation)?;
-            match self
-                .replace((namespace, name), image, &current, options, &context)
-                .await
-            {
-                Err(e) if e.is_conflict() && !patch_names_revision(patch) => continue,
-                result => return result.map(|written| written.with_warnings(warnings)),
-            }
-        }
-        Err(ApiError::stale(name))
+            let written = self
+                .replace((namespace, name), image, &current, options, context)
+                .await?;
+            Ok(written.with_warnings(warnings))
+        })
+        .await
     }
 
     /// Writes the status `next` computes from the current one through `/status`, as `manager`
@@ -201,20 +211,17 @@ impl Registry {
             manager: manager.to_string(),
             ..WriteOptions::default()
         };
-        let context = options.context(Subresource::Status, Ownership::Record);
-        for _ in 0..PATCH_RETRIES {
-            let current = self.latest(namespace, name).await?;
+        let (options, next) = (&options, &next);
+        let context = &options.context(Subresource::Status, Ownership::Record);
+        let retry = |e: &ApiError| e.is_conflict();
+        self.write_from_copy(name, (PATCH_RETRIES, retry), |base| async move {
+            let current = self.existing(namespace, name, base).await?;
             let mut image = decode_stored(&current.value)?;
             image.status = Some(next(image.status.as_ref()));
-            match self
-                .replace((namespace, name), image, &current, &options, &context)
+            self.replace((namespace, name), image, &current, options, context)
                 .await
-            {
-                Err(e) if e.is_conflict() => continue,
-                result => return result,
-            }
-        }
-        Err(ApiError::stale(name))
+        })
+        .await
     }
 
     /// Replaces the stored `current` by `image`, as `context` says.
@@ -231,11 +238,11 @@ impl Registry {
         admit(&image, Some(&old), options.secret_access.as_ref()).await?;
         if image == old {
             // Nothing changed: no write, no new resourceVersion, as kube-apiserver does.
-            return Ok(Written::of(current.value.clone()));
+            return Ok(Written::of(current.value.clone(), false));
         }
         self.commit_update((namespace, name), &image, current.revision, options.dry_run)
             .await
-            .map(Written::of)
+            .map(|object| Written::of(object, !options.dry_run))
     }
 
     /// Writes `image` over the stored object at `revision`; deletes it instead when it is

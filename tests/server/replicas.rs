@@ -492,7 +492,10 @@ fn a_replica_reaches_postgres_over_verified_tls_with_store_ca() {
 
 /// What one replica acknowledged is the base of the next write on another at once, as the
 /// aggregator sends a client's requests to any of them: a patch, an update with the returned
-/// resourceVersion, a status write and a delete, each on the replica the last one was not on.
+/// resourceVersion, a status write testing what the update wrote and a delete with the status
+/// write's resourceVersion as precondition, each on the replica the last one was not on.
+/// Writes start from the replica's copy without catching it up: each of these fails if a
+/// refusal computed from a copy that lacks the last write is answered.
 #[test]
 fn a_write_acknowledged_on_one_replica_is_the_base_of_the_next_on_another() {
     let postgres = Postgres::start();
@@ -523,20 +526,35 @@ fn a_write_acknowledged_on_one_replica_is_the_base_of_the_next_on_another() {
                 code, 200,
                 "an update on A with B's resourceVersion: {updated}"
             );
-            let status = json!({"status": {"phase": "Failed"}}).to_string();
+            // A test of what A just wrote: refused only if B tested its copy before it had it.
+            let status = json!([
+                {"op": "test", "path": "/spec/tags", "value": ["updated"]},
+                {"op": "add", "path": "/status", "value": {"phase": "Failed"}},
+            ])
+            .to_string();
             let status_path = format!("{path}/status");
             let (code, body) = on_b
                 .request(
                     "PATCH",
                     &status_path,
-                    "application/merge-patch+json",
+                    "application/json-patch+json",
                     &status,
                 )
                 .await;
             assert_eq!(code, 200, "{body}");
             assert_eq!(body["spec"]["tags"], json!(["updated"]));
-            let (code, body) = on_a.request("DELETE", &path, "", "").await;
-            assert_eq!(code, 200, "{body}");
+            let preconditions = json!({"preconditions": {
+                "resourceVersion": body["metadata"]["resourceVersion"],
+            }});
+            let (code, body) = on_a
+                .request(
+                    "DELETE",
+                    &path,
+                    "application/json",
+                    &preconditions.to_string(),
+                )
+                .await;
+            assert_eq!(code, 200, "a delete on A with B's resourceVersion: {body}");
         }
     });
 }
