@@ -38,8 +38,8 @@ impl Registry {
             manager: &options.write.manager,
             subresource,
         };
-        // Someone else wrote in between: apply again onto what they wrote.
         let (config, writer) = (&config, &writer);
+        // Someone else wrote in between: apply again onto what they wrote.
         let retry = |e: &ApiError| {
             (e.is_conflict() || e.is_already_exists()) && !patch_names_revision(config)
         };
