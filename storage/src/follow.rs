@@ -49,10 +49,18 @@ pub(crate) async fn run(store: WeakStore, log: SharedLog) {
             live.mark_followed();
         }
         match read {
-            Ok(changes) if !changes.is_empty() => match live.replicate(changes).await {
-                Ok(_) => continue,
-                Err(e) => tracing::error!(error = %e, "shared log: change not applied"),
-            },
+            Ok(changes) if !changes.is_empty() => {
+                // A full batch leaves more to read at once. A short one read everything
+                // committed before it; a commit since then has notified, and that
+                // notification is kept for the wait below: reading again at once would only
+                // find nothing, one query per replica for every write.
+                let full = changes.len() >= BATCH as usize;
+                match live.replicate(changes).await {
+                    Ok(_) if full => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "shared log: change not applied"),
+                }
+            }
             Ok(_) => {}
             Err(ReadError::Expired { .. }) => tracing::error!(
                 revision = live.revision(),
