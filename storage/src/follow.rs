@@ -52,8 +52,9 @@ pub(crate) async fn run(store: WeakStore, log: SharedLog) {
             Ok(changes) if !changes.is_empty() => {
                 // A full batch leaves more to read at once. A short one read everything
                 // committed before it; a commit since then has notified, and that
-                // notification is kept for the wait below: reading again at once would only
-                // find nothing, one query per replica for every write.
+                // notification is kept for the wait below (without a listener, the next poll
+                // finds it): reading again at once would only find nothing, one query per
+                // replica for every write.
                 let full = changes.len() >= BATCH as usize;
                 match live.replicate(changes).await {
                     Ok(_) if full => continue,
