@@ -9,6 +9,7 @@ mod count;
 mod engine;
 mod error;
 mod follow;
+mod notification;
 mod postgres_tls;
 mod read;
 mod shared;

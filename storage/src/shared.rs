@@ -21,17 +21,19 @@ use std::time::Duration;
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 use std::ops::Range;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row, Socket, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::committer::{Committed, Op, Replicated, check_index_pairs};
+use crate::notification::{self, Inbox};
 use crate::postgres_tls::Postgres;
 use crate::{ReadError, StorageError, WriteError};
 
-/// The channel a commit notifies, with its last revision as payload.
+/// The channel a commit notifies, with its changes as payload when they fit (see
+/// [`notification`]).
 pub const CHANNEL: &str = "catalog_log";
 
 const SCHEMA: &str = "
@@ -190,11 +192,11 @@ impl SharedLog {
         self.pool.get().await.map_err(shared_error)
     }
 
-    /// Listens for commits on a connection of its own: each wakes `woken`.
-    pub(crate) async fn listen(&self, woken: Arc<Notify>) -> Result<Listener, StorageError> {
+    /// Listens for commits on a connection of its own: each notification goes to `inbox`.
+    pub(crate) async fn listen(&self, inbox: Arc<Inbox>) -> Result<Listener, StorageError> {
         match &self.tls {
-            Some(tls) => listen(&self.config, tls.clone(), woken).await,
-            None => listen(&self.config, NoTls, woken).await,
+            Some(tls) => listen(&self.config, tls.clone(), inbox).await,
+            None => listen(&self.config, NoTls, inbox).await,
         }
     }
 
@@ -420,12 +422,12 @@ async fn read_snapshot(
     }
 }
 
-/// A connection of its own, with `tls` (or none), that listens on the log's channel and wakes
-/// `woken` at each notification; closed when its connection ends.
+/// A connection of its own, with `tls` (or none), that listens on the log's channel and leaves
+/// each notification in `inbox`; closed when its connection ends.
 async fn listen<T>(
     config: &tokio_postgres::Config,
     tls: T,
-    woken: Arc<Notify>,
+    inbox: Arc<Inbox>,
 ) -> Result<Listener, StorageError>
 where
     T: MakeTlsConnect<Socket>,
@@ -435,8 +437,8 @@ where
     let task = tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => {
-                    woken.notify_one();
+                Some(Ok(AsyncMessage::Notification(notification))) => {
+                    inbox.received(notification.payload());
                     // Let the follower run now. Without this its wake sat unserved until the
                     // worker's next timer: traced, the follower's read went out 20-24 ms after
                     // each notification (a write reached other replicas' watchers 23 ms after
@@ -755,8 +757,8 @@ async fn write_and_commit(
             }
         })
         .collect();
-    let (last_revision, last_text) = (last.revision as i64, last.revision.to_string());
-    let notify: Parameters = vec![&last_revision, &CHANNEL, &last_text];
+    let (last_revision, payload) = (last.revision as i64, notification::encode(rows));
+    let notify: Parameters = vec![&last_revision, &CHANNEL, &payload];
     statements.push((&finish, notify));
     // Should a statement fail, PostgreSQL ends the transaction at the COMMIT without
     // committing anything, and the statement's error is the answer.

@@ -257,6 +257,74 @@ fn replicas_write_through_the_log_and_read_and_watch_each_others_writes() {
     });
 }
 
+/// Changes a commit's notification announces are applied as they come: the followers read
+/// the log only when nothing came for a while (the poll), not once per write; what cannot be
+/// announced (too large for a payload, not text) they read from the log, in order with the rest.
+#[test]
+fn followers_apply_announced_changes_and_read_the_log_for_the_others() {
+    let postgres = Postgres::start();
+    postgres.psql("CREATE EXTENSION pg_stat_statements");
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| Store::open(&dir.path().join(name), Options::default()).unwrap();
+    let (a, b) = (open("a"), open("b"));
+    let log_reads = || -> u64 {
+        let sql = "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+                   WHERE query LIKE '%FROM catalog_meta meta LEFT JOIN LATERAL%'";
+        postgres.query(sql).parse().unwrap()
+    };
+    let with_value = |key: &str, bytes: Vec<u8>| Op::Create {
+        key: key.into(),
+        indexes: vec![("tag".into(), "x".into())],
+        value: Box::new(move |_| Bytes::from(bytes)),
+    };
+    rt.block_on(async {
+        for store in [&a, &b] {
+            follow(store, &postgres).await;
+        }
+        let mut watched_on_b = b.watch(0).unwrap();
+        postgres.psql("SELECT pg_stat_statements_reset()");
+        let began = std::time::Instant::now();
+        const WRITES: u64 = 50;
+        for i in 0..WRITES {
+            a.write(vec![create(&format!("ns/k{i}"))]).await.unwrap();
+        }
+        for store in [&a, &b] {
+            store.wait_for(WRITES).await.unwrap();
+        }
+        // Each follower polls once a second; read once a write, they would read 2 x WRITES.
+        let polls = 2 * (began.elapsed().as_secs() + 2);
+        let reads = log_reads();
+        assert!(
+            reads <= polls,
+            "{reads} reads of the log for {WRITES} writes"
+        );
+
+        let unannounced = [
+            with_value("ns/large", vec![b'x'; 10_000]),
+            with_value("ns/binary", vec![0xff, 0x00, 0xfe]),
+        ];
+        for op in unannounced {
+            a.write(vec![op]).await.unwrap();
+        }
+        a.write(vec![Op::Delete {
+            key: "ns/k0".into(),
+            expected: None,
+        }])
+        .await
+        .unwrap();
+        let last = a.write(vec![create("ns/last")]).await.unwrap()[0].revision;
+        for store in [&a, &b] {
+            store.wait_for(last).await.unwrap();
+        }
+        assert_eq!(contents(&b), contents(&a));
+        assert_eq!(b.get("ns/large").unwrap().unwrap().value.len(), 10_000);
+        for revision in 1..=last {
+            assert_eq!(watched_on_b.next().await.unwrap().revision, revision);
+        }
+    });
+}
+
 #[test]
 fn a_copy_left_by_a_restart_of_the_machine_is_rebuilt_from_the_log() {
     let postgres = Postgres::start();

@@ -100,6 +100,9 @@ impl Postgres {
                 &self.port.to_string(),
                 "-c",
                 "listen_addresses=127.0.0.1",
+                // For tests that count the queries the store sends.
+                "-c",
+                "shared_preload_libraries=pg_stat_statements",
             ])
             .arg("-k")
             .arg(self.dir.path())
@@ -140,7 +143,12 @@ impl Postgres {
     /// Runs SQL in the `postgres` database, as a test that changes the store behind the
     /// server's back (a restored backup) does.
     pub fn psql(&self, sql: &str) {
-        let status = command("psql")
+        self.query(sql);
+    }
+
+    /// What SQL run as by [`Postgres::psql`] printed: its values unaligned, without headers.
+    pub fn query(&self, sql: &str) -> String {
+        let output = command("psql")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args([
                 "-U",
@@ -148,15 +156,17 @@ impl Postgres {
                 "-d",
                 "postgres",
                 "-q",
+                "-A",
+                "-t",
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-c",
                 sql,
             ])
-            .stdout(Stdio::null())
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "psql failed: {sql}");
+        assert!(output.status.success(), "psql failed: {sql}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
     /// The connection string of the server's `postgres` database, as its superuser.
