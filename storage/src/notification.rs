@@ -128,9 +128,10 @@ struct Pending {
 impl Inbox {
     /// Keeps what a notification announces, and wakes the follower.
     pub(crate) fn received(&self, payload: &str) {
+        let announced = decode(payload);
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            match decode(payload) {
+            match announced {
                 Some(changes) if pending.changes.len() + changes.len() <= PENDING_LIMIT => {
                     pending.changes.extend(changes);
                 }
