@@ -540,7 +540,7 @@ async fn watch_fanout(client: &Client, args: &Args) -> Result<Report, String> {
     let received: Vec<(u64, Instant)> = fanout
         .received
         .iter()
-        .flat_map(|events| events.lock().unwrap().clone())
+        .flat_map(|events| std::mem::take(&mut *events.lock().unwrap()))
         .collect();
     let latencies: Vec<Duration> = received
         .iter()
